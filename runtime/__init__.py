@@ -1,0 +1,31 @@
+"""Torch-free SR runtime: image files -> tiles -> onnxruntime -> files, grids, metrics.
+
+Dependencies: onnxruntime, numpy, pillow, tifffile (never torch). Names are
+re-exported lazily, so ``import runtime`` is cheap and loads onnxruntime only
+when a model is loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "session", "SRModel": "session",
+    "plan_tiles": "tiler", "upscale_tiled": "tiler", "Tile": "tiler",
+    "read_image": "imageio", "write_image": "imageio", "Decoded": "imageio",
+    "psnr": "metrics", "ssim": "metrics",
+    "MODELS": "registry", "resolve_model": "registry",
+    "UpscaleOptions": "pipeline", "FileResult": "pipeline", "BatchReport": "pipeline",
+    "process_one": "pipeline", "upscale_batch": "pipeline", "upscale_image": "pipeline",
+    "imresize": "resize",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

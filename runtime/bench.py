@@ -1,0 +1,614 @@
+"""Benchmarks behind ``cli.py bench``: latency (with a fraction of the machine's peak) and quality vs peers.
+
+Latency (:func:`bench_latency`): an SR model on one synthetic LR image, for
+each tile size x thread count x execution provider: warm-up runs, then the
+median of N timed runs of :func:`runtime.pipeline.upscale_image`, giving ms per
+tile, output megapixels per second and peak RSS. In the same run it measures
+the machine's fp32 matmul throughput (:func:`matmul_gflops`, numpy's BLAS at
+the same thread count) and counts the model's multiply-adds per LR pixel from
+its ONNX graph (:func:`count_macs`), so each row also says what fraction of
+that peak the model achieved on useful work (:func:`achieved`).
+
+Quality (:func:`bench_quality`): each method (an :data:`Upscale`: the model,
+MATLAB bicubic, peers from :mod:`runtime.peers`) runs on the same LR images
+of each dataset folder (``HR/`` + optional ``LR_bicubic_x{s}/``), scored with
+:func:`runtime.grids.score_one` (PSNR / SSIM on Y, border = scale, gray
+references on their gray values; LPIPS when a scorer is given), and timed.
+Writers: :func:`write_quality` and :func:`write_latency` (CSV, Markdown, PNG).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import grids
+from .errors import UsageError
+from .formats import INPUT_SUFFIXES
+from .imageio import atomic_write, read_image
+from .peers import Upscale
+from .resize import imresize
+
+__all__ = [
+    "Upscale", "Sample", "QualityRow", "QualitySummary", "QualityReport", "load_dataset", "bench_quality",
+    "write_quality", "MacCount", "count_macs", "matmul_gflops", "achieved", "LatencyRow", "LatencyReport",
+    "bench_latency", "write_latency", "machine_info", "DEFAULT_TILES",
+]
+
+log = logging.getLogger(__name__)
+
+#: Tile sides benchmarked by default (LR pixels; 0 = the whole image in one call).
+DEFAULT_TILES = (64, 128, 256, 0)
+_PROVIDER_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}
+
+
+# ---------------------------------------------------------------- machine
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _blas_name() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        return str(cfg["Build Dependencies"]["blas"]["name"])
+    except Exception:  # numpy's config layout is not a stable API; the name is only a label
+        return "unknown BLAS"
+
+
+def machine_info() -> dict[str, str]:
+    """Where and when a benchmark ran: date (UTC), CPU, cores, load, library versions."""
+    import onnxruntime as ort
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_name(),
+        "cores": str(os.cpu_count()),
+        "load_1min": f"{load[0]:.2f}",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "onnxruntime": f"{ort.__version__} ({', '.join(ort.get_available_providers())})",
+        "numpy": f"{np.__version__} ({_blas_name()})",
+    }
+
+
+def _machine_lines(info: dict[str, str]) -> list[str]:
+    return [f"- {k}: {v}" for k, v in info.items()]
+
+
+# ---------------------------------------------------------------- peak RSS
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs``); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size in MiB since the last reset (Linux), else since process start."""
+    try:
+        m = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+        if m:
+            return int(m.group(1)) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+# ---------------------------------------------------------------- FLOPs and peak
+
+@dataclass(frozen=True)
+class MacCount:
+    """Multiply-adds of one inference per LR input pixel: ``per_lr_pixel`` in total and ``by_op``."""
+
+    per_lr_pixel: float
+    by_op: dict[str, float]
+
+
+_MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def _node_macs(node, shape: Callable[[str], tuple[int, ...]]) -> int:  # noqa: ANN001 (onnx.NodeProto)
+    """MACs of one Conv / ConvTranspose / MatMul / Gemm node, from its concrete input and output shapes."""
+    out = shape(node.output[0])
+    if node.op_type == "Conv":  # every output value: Cin/group * kh * kw MACs
+        return int(np.prod(out, dtype=np.int64)) * int(np.prod(shape(node.input[1])[1:], dtype=np.int64))
+    if node.op_type == "ConvTranspose":  # every input value is spread over Cout/group * kh * kw outputs
+        return int(np.prod(shape(node.input[0]), dtype=np.int64)) * int(np.prod(shape(node.input[1])[1:],
+                                                                                 dtype=np.int64))
+    a = shape(node.input[0])
+    if node.op_type == "MatMul":
+        return int(np.prod(out, dtype=np.int64)) * a[-1]
+    trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+    return int(np.prod(out, dtype=np.int64)) * (a[0] if trans_a else a[1])
+
+
+def count_macs(path: str | Path, probe_hw: tuple[int, int] = (32, 48)) -> MacCount:
+    """Count the multiply-adds of Conv, ConvTranspose, MatMul and Gemm nodes per LR input pixel.
+
+    The shapes come from running the model once on a (1, 3, *probe_hw) input
+    with the needed intermediate values exposed as outputs, so models whose
+    shapes shape inference cannot follow are counted too. Other ops (adds,
+    activations, resizes) are not counted: they are a small share of an SR
+    network's work. Needs the ``onnx`` package (``bench`` extra): raises
+    :class:`~runtime.errors.UsageError` without it.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise UsageError("counting FLOPs needs the onnx package: pip install 'srgan-toolkit[bench]'") from None
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    known = {i.name: tuple(int(d) for d in i.dims) for i in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type in _MAC_OPS]
+    wanted = {name for n in nodes for name in (n.input[0], n.input[1], n.output[0]) if name and name not in known}
+    present = {o.name for o in graph.output}
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(wanted - present))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node as written
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    h, w = probe_hw
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, sess.run(names, {inp.name: np.full((1, 3, h, w), 0.5, dtype)})))
+    by_op: dict[str, float] = {}
+    for n in nodes:
+        macs = _node_macs(n, lambda name: known[name] if name in known else tuple(values[name].shape))
+        by_op[n.op_type] = by_op.get(n.op_type, 0.0) + macs / (h * w)
+    return MacCount(sum(by_op.values()), by_op)
+
+
+_MATMUL_CODE = """
+import sys, time
+import numpy as np
+n, runs = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
+a @ b
+times = []
+for _ in range(runs):
+    t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)
+print(sorted(times)[len(times) // 2])
+"""
+
+
+def matmul_gflops(threads: int = 0, *, n: int = 2048, runs: int = 5) -> float:
+    """The machine's fp32 throughput in GFLOP/s: median of ``runs`` n x n sgemm calls (2 n^3 FLOP each).
+
+    Runs numpy's BLAS in a child process whose BLAS thread count is ``threads``
+    (0 = the library's default, all cores), since most BLAS libraries read it
+    only at start. Raises RuntimeError if the child fails.
+    """
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+            env[var] = str(threads)
+    done = subprocess.run([sys.executable, "-c", _MATMUL_CODE, str(n), str(runs)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"matmul benchmark failed: {done.stderr.strip()[-500:]}")
+    return 2.0 * n ** 3 / float(done.stdout.strip()) / 1e9
+
+
+def achieved(macs_per_lr_pixel: float, lr_pixels: float, seconds: float, peak_gflops: float) -> tuple[float, float]:
+    """(GFLOP/s achieved, fraction of ``peak_gflops``) for ``lr_pixels`` upscaled in ``seconds``.
+
+    One multiply-add counts as 2 FLOP. Example: 1e6 MACs per pixel, 1000
+    pixels in 0.5 s is 4 GFLOP/s, 0.1 of a 40 GFLOP/s peak.
+    """
+    if seconds <= 0 or peak_gflops <= 0:
+        raise ValueError(f"seconds and peak must be positive, got {seconds}, {peak_gflops}")
+    gflops = 2.0 * macs_per_lr_pixel * lr_pixels / seconds / 1e9
+    return gflops, gflops / peak_gflops
+
+
+# ---------------------------------------------------------------- latency
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One configuration: ``tile`` LR side (0 = whole image), ``tiles`` inference tiles per image.
+
+    Times are medians over the timed runs. ``gflops``/``fraction_of_peak``
+    count useful work only (each LR pixel once, not the tiles' overlapping
+    context); None when FLOPs or the peak were not measured.
+    """
+
+    provider: str
+    threads: int
+    tile: int
+    tiles: int
+    ms_per_tile: float
+    ms_per_image: float
+    output_mp_per_s: float
+    peak_rss_mib: float
+    peak_gflops: float | None
+    gflops: float | None
+    fraction_of_peak: float | None
+
+
+@dataclass
+class LatencyReport:
+    """All rows of :func:`bench_latency`, the image size, MAC count (or why not) and machine info."""
+
+    model: Path
+    lr_size: tuple[int, int]
+    scale: int
+    runs: int
+    macs: MacCount | None
+    macs_note: str
+    rows: list[LatencyRow] = field(default_factory=list)
+    machine: dict[str, str] = field(default_factory=dict)
+
+
+def _bench_image(h: int, w: int) -> np.ndarray:
+    """A deterministic smooth-plus-noise (h, w, 3) uint8 image (conv cost does not depend on content)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    planes = [0.5 + 0.35 * np.sin(xx / (3 + i) + yy / (5 + 2 * i)) + 0.1 * rng.random((h, w)) for i in range(3)]
+    return np.round(np.clip(np.stack(planes, axis=2), 0, 1) * 255).astype(np.uint8)
+
+
+def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILES, threads: Sequence[int] = (),
+                  providers: Sequence[str] = (), lr_size: tuple[int, int] = (320, 320), runs: int = 3,
+                  warmup: int = 1, matmul_n: int = 2048,
+                  progress: Callable[[str], None] | None = None) -> LatencyReport:
+    """Time ``upscale_image`` on an ``lr_size`` (h, w) image for every tile x threads x provider.
+
+    ``threads``: intra-op thread counts (default 1 and all cores; ignored on
+    CUDA). ``providers``: onnxruntime provider names (default every available
+    one of CPU and CUDA). ``matmul_n``: side of the peak-measuring matmul
+    (0 = do not measure). Tile sizes run smallest first, whole image last, in a
+    fresh session per (provider, threads), so each row's peak RSS is its own
+    (memory the session already holds counts, as it would in a real run).
+
+    Raises :class:`~runtime.errors.ModelError` / :class:`~runtime.errors.DeviceError`
+    from loading, UsageError for bad arguments.
+    """
+    import onnxruntime as ort
+
+    from .pipeline import upscale_image
+    from .session import load_model
+    from .tiler import plan_tiles
+
+    if runs < 1 or warmup < 0 or min(lr_size) < 1:
+        raise UsageError(f"need runs >= 1, warmup >= 0 and a positive size, got {runs}, {warmup}, {lr_size}")
+    if any(t < 0 for t in tiles):
+        raise UsageError(f"tile sizes must be >= 0 (0 = whole image), got {list(tiles)}")
+    available = [p for p in ort.get_available_providers() if p in _PROVIDER_DEVICE]
+    providers = list(providers) or available
+    for p in providers:
+        if p not in available:
+            raise UsageError(f"provider {p} is not available here (available: {', '.join(available)})")
+    threads = sorted(set(threads)) or sorted({1, os.cpu_count() or 1})
+    order = sorted(set(tiles), key=lambda t: (t == 0, t))
+    macs, note = None, ""
+    try:
+        macs = count_macs(model_path)
+    except UsageError as e:
+        note = str(e)
+    report = LatencyReport(Path(model_path), lr_size, 0, runs, macs, note, machine=machine_info())
+    img = _bench_image(*lr_size)
+    lr_pixels = lr_size[0] * lr_size[1]
+    peaks: dict[int, float] = {}
+    for provider in providers:
+        device = _PROVIDER_DEVICE[provider]
+        for n_threads in threads if device == "cpu" else [0]:
+            if device == "cpu" and matmul_n and n_threads not in peaks:
+                peaks[n_threads] = matmul_gflops(n_threads, n=matmul_n)
+                _say(progress, f"fp32 matmul peak at {n_threads} threads: {peaks[n_threads]:.1f} GFLOP/s")
+            peak = peaks.get(n_threads) if device == "cpu" else None
+            model = load_model(model_path, device=device, threads=n_threads)  # type: ignore[arg-type]
+            report.scale, pad = model.scale, model.receptive_radius
+            for tile in order:
+                n_tiles = len(plan_tiles(*lr_size, tile, pad))
+                _reset_peak_rss()
+                for _ in range(warmup):
+                    upscale_image(img, model, tile=tile)
+                times = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    out = upscale_image(img, model, tile=tile)
+                    times.append(time.perf_counter() - t0)
+                sec = statistics.median(times)
+                gflops = frac = None
+                if macs is not None and peak:
+                    gflops, frac = achieved(macs.per_lr_pixel, lr_pixels, sec, peak)
+                row = LatencyRow(provider, n_threads, tile, n_tiles, 1000 * sec / n_tiles, 1000 * sec,
+                                 out.shape[0] * out.shape[1] / sec / 1e6, _peak_rss_mb(), peak, gflops, frac)
+                report.rows.append(row)
+                _say(progress, f"{provider} threads={n_threads} tile={tile or 'whole'}: "
+                               f"{row.ms_per_tile:.1f} ms/tile, {row.output_mp_per_s:.3f} MP/s")
+            del model
+    report.machine["load_1min_end"] = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+    return report
+
+
+def _say(progress: Callable[[str], None] | None, text: str) -> None:
+    """Report progress to ``progress`` when given, else to the log (INFO)."""
+    if progress is not None:
+        progress(text)
+    else:
+        log.info("%s", text)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def latency_markdown(report: LatencyReport) -> str:
+    """The latency table as Markdown, with the model's MACs and the machine it ran on."""
+    h, w = report.lr_size
+    macs = (f"{report.macs.per_lr_pixel / 1e6:.3f} M MACs per LR pixel "
+            f"({', '.join(f'{k} {v / 1e6:.3f} M' for k, v in report.macs.by_op.items())})"
+            if report.macs else f"MACs not counted: {report.macs_note}")
+    s = report.scale
+    lines = [f"Model `{report.model.name}` (x{s}), {macs}. LR input {w}x{h}, output {w * s}x{h * s}; "
+             f"median of {report.runs} runs after warm-up.", "",
+             "| provider | threads | tile | tiles | ms/tile | ms/image | output MP/s | peak RSS MiB "
+             "| matmul peak GFLOP/s | model GFLOP/s | fraction of peak |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in report.rows:
+        lines.append(f"| {r.provider.removesuffix('ExecutionProvider')} | {r.threads or 'default'} "
+                     f"| {r.tile or 'whole'} | {r.tiles} | {r.ms_per_tile:.1f} | {r.ms_per_image:.0f} "
+                     f"| {r.output_mp_per_s:.3f} | {r.peak_rss_mib:.0f} | {_num(r.peak_gflops, '.1f')} "
+                     f"| {_num(r.gflops, '.1f')} | {_num(r.fraction_of_peak, '.1%')} |")
+    lines += ["", "Machine:", *_machine_lines(report.machine)]
+    return "\n".join(lines) + "\n"
+
+
+def write_latency(report: LatencyReport, out_dir: str | Path) -> list[Path]:
+    """Write ``latency.csv``, ``latency.md`` and ``latency.png`` (when matplotlib is there) to ``out_dir``."""
+    from . import charts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"model": report.model.name, "lr_h": report.lr_size[0], "lr_w": report.lr_size[1],
+             "macs_per_lr_pixel": report.macs.per_lr_pixel if report.macs else "", **asdict(r)} for r in report.rows]
+    written = [_write_csv(out / "latency.csv", rows), _write_text(out / "latency.md", latency_markdown(report))]
+    written += charts.latency_chart(report, out / "latency.png")
+    return written
+
+
+# ---------------------------------------------------------------- quality
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation image: ``lr`` (h, w, C) and ``hr`` (h*s, w*s, C) uint8, C = 1 (gray) or 3."""
+
+    dataset: str
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+
+
+def _color(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.dtype != np.uint8:
+        raise UsageError(f"{path}: benchmark images must be 8-bit, got {pixels.dtype}")
+    return pixels[:, :, :1] if pixels.shape[2] in (1, 2) else pixels[:, :, :3]
+
+
+def load_dataset(root: str | Path, scale: int = 4) -> list[Sample]:
+    """The images of a benchmark folder: ``HR/`` and, when present, official ``LR_bicubic_x{scale}/``.
+
+    HR is cropped top-left to a multiple of ``scale``. LR comes from the file
+    of the same name in ``LR_bicubic_x{scale}`` when its size is right, else
+    from MATLAB-bicubic ``imresize`` of the cropped HR (logged). Alpha is
+    dropped. Raises :class:`~runtime.errors.UsageError` if ``HR/`` is missing
+    or empty, an image is not 8-bit, or LR and HR differ in channels.
+    """
+    root = Path(root)
+    hr_dir, lr_dir = root / "HR", root / f"LR_bicubic_x{scale}"
+    files = sorted(p for p in hr_dir.glob("*") if p.suffix.lower() in INPUT_SUFFIXES) if hr_dir.is_dir() else []
+    if not files:
+        raise UsageError(f"{root} holds no HR/ folder of images; a dataset folder holds HR/ and optionally "
+                         f"LR_bicubic_x{scale}/ (as ../shared/data/Set5)")
+    samples = []
+    for path in files:
+        hr = _color(read_image(path).pixels, path)
+        h, w = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
+        hr = np.ascontiguousarray(hr[:h, :w])
+        lr = None
+        if (lr_dir / path.name).is_file():
+            lr = _color(read_image(lr_dir / path.name).pixels, lr_dir / path.name)
+            if lr.shape[:2] != (h // scale, w // scale):
+                log.warning("%s is %dx%d, not %dx%d: making LR with imresize instead", lr_dir / path.name,
+                            lr.shape[1], lr.shape[0], w // scale, h // scale)
+                lr = None
+            elif lr.shape[2] != hr.shape[2]:
+                raise UsageError(f"{lr_dir / path.name} has {lr.shape[2]} channels but its HR has {hr.shape[2]}")
+        if lr is None:
+            lr = imresize(hr, 1.0 / scale)
+        samples.append(Sample(root.name, path.name, np.ascontiguousarray(lr), hr))
+    return samples
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One method on one image: metrics (see :func:`runtime.grids.score_one`), seconds, output pixels."""
+
+    dataset: str
+    image: str
+    method: str
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float | str
+    lpips: float | str
+    seconds: float
+    output_pixels: int
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """Means of one method over one dataset (``lpips`` text when not measured) and its throughput."""
+
+    dataset: str
+    method: str
+    images: int
+    psnr_y: float
+    ssim_y: float
+    lpips: float | str
+    output_mp_per_s: float
+
+
+@dataclass
+class QualityReport:
+    """Per-image rows, methods in run order, peers not run (name -> reason), machine info."""
+
+    rows: list[QualityRow]
+    methods: list[str]
+    scale: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(r.dataset for r in self.rows))
+
+    def summary(self) -> list[QualitySummary]:
+        """Means per (dataset, method), datasets and methods in run order."""
+        out = []
+        for d in self.datasets:
+            for m in self.methods:
+                rows = [r for r in self.rows if r.dataset == d and r.method == m]
+                if not rows:
+                    continue
+                lp = [r.lpips for r in rows]
+                lpips = float(np.mean(lp)) if all(isinstance(v, float) for v in lp) else \
+                    next(v for v in lp if isinstance(v, str))
+                out.append(QualitySummary(d, m, len(rows), float(np.mean([r.psnr_y for r in rows])),
+                                          float(np.mean([r.ssim_y for r in rows])), lpips,
+                                          _mp_per_s(rows)))
+        return out
+
+    def speed(self, method: str) -> float:
+        """Output megapixels per second of ``method`` over all its images."""
+        return _mp_per_s([r for r in self.rows if r.method == method])
+
+
+def _mp_per_s(rows: Iterable[QualityRow]) -> float:
+    rows = list(rows)
+    seconds = sum(r.seconds for r in rows)
+    return sum(r.output_pixels for r in rows) / seconds / 1e6 if seconds > 0 else float("inf")
+
+
+def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upscale], *, scale: int = 4,
+                  lpips: grids.LpipsFn | None = None,
+                  progress: Callable[[str], None] | None = None) -> QualityReport:
+    """Run and score every method on every sample; each method is warmed up once before timing.
+
+    ``methods``: name -> :data:`Upscale` (all get the same LR pixels).
+    ``lpips``: a scorer (see :class:`runtime.lpips.LpipsOnnx`), or None for
+    the :data:`runtime.grids.LPIPS_UNAVAILABLE` text. Raises ValueError if a
+    method returns the wrong shape or dtype.
+    """
+    rows = []
+    samples = [s for d in datasets for s in d]
+    if not samples:
+        raise UsageError("no images to benchmark")
+    for name, upscale in methods.items():
+        first = samples[0].lr
+        upscale(first[: min(32, first.shape[0]), : min(32, first.shape[1])])  # sessions, caches, thread pools
+        for s in samples:
+            t0 = time.perf_counter()
+            sr = upscale(s.lr)
+            seconds = time.perf_counter() - t0
+            if sr.shape != s.hr.shape or sr.dtype != np.uint8:
+                raise ValueError(f"{name} returned {sr.shape} {sr.dtype} for {s.dataset}/{s.name}; "
+                                 f"expected {s.hr.shape} uint8")
+            m = grids.score_one(sr, s.hr, scale, lpips)
+            rows.append(QualityRow(s.dataset, s.name, name, float(m["psnr_y"]), float(m["ssim_y"]), m["psnr_rgb"],
+                                   m["lpips"], seconds, sr.shape[0] * sr.shape[1]))
+            _say(progress, f"{name} {s.dataset}/{s.name}: {m['psnr_y']:.2f} dB in {seconds:.2f} s")
+    return QualityReport(rows, list(methods), scale, machine=machine_info())
+
+
+def quality_markdown(report: QualityReport) -> str:
+    """Mean PSNR-Y / SSIM-Y / LPIPS per dataset and method, output MP/s, machine, peers not run."""
+    ds = report.datasets
+    by = {(s.dataset, s.method): s for s in report.summary()}
+    head = ["method", *(f"{d} {k}" for d in ds for k in ("PSNR-Y", "SSIM-Y", "LPIPS")), "output MP/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * (len(head) - 1)]
+    for m in report.methods:
+        cells = [m]
+        for d in ds:
+            s = by.get((d, m))
+            cells += ["" if s is None else f"{s.psnr_y:.2f}", "" if s is None else f"{s.ssim_y:.4f}",
+                      "" if s is None else (f"{s.lpips:.4f}" if isinstance(s.lpips, float) else "n/a")]
+        cells.append(f"{report.speed(m):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    counts = ", ".join(f"{d} {sum(1 for r in report.rows if r.dataset == d and r.method == report.methods[0])}"
+                       for d in ds)
+    notes = [f"Images: {counts}. Y of BT.601 YCbCr, border {report.scale}; gray images on their gray values; "
+             "LPIPS AlexNet v0.1 (lower is better). Speed: output megapixels per second of the upscale call alone, "
+             "on the machine below (shared and loaded: read it as a ranking, not a spec)."]
+    if any(isinstance(s.lpips, str) for s in by.values()):
+        notes.append(f"LPIPS {grids.LPIPS_UNAVAILABLE} (or pass --lpips PATH).")
+    if report.descriptions:
+        notes += ["", "Methods:", *(f"- {k}: {v}" for k, v in report.descriptions.items())]
+    if report.skipped:
+        notes += ["", "Not run:", *(f"- {k}: {v}" for k, v in report.skipped.items())]
+    return "\n".join([*lines, "", *notes, "", "Machine:", *_machine_lines(report.machine)]) + "\n"
+
+
+def _fmt(v: object) -> object:
+    return f"{v:.6f}" if isinstance(v, float) else v
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    return _write_text(path, buf.getvalue())
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with atomic_write(path) as fh:
+        fh.write(text.encode())
+    return path
+
+
+def write_quality(report: QualityReport, out_dir: str | Path) -> list[Path]:
+    """Write ``quality_per_image.csv``, ``quality_summary.csv``, ``quality.md`` and, when matplotlib
+    is installed, ``quality_vs_speed.png`` and ``per_image_<dataset>.png``; returns the paths."""
+    from . import charts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_write_csv(out / "quality_per_image.csv", [asdict(r) for r in report.rows]),
+               _write_csv(out / "quality_summary.csv", [asdict(s) for s in report.summary()]),
+               _write_text(out / "quality.md", quality_markdown(report))]
+    written += charts.quality_charts(report, out)
+    return written

@@ -1,0 +1,90 @@
+"""The onnxruntime session: metadata, probing, input range, colour order, batch, devices, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from runtime.errors import DeviceError, ModelLoadError, ModelNotFoundError
+from runtime.session import DEFAULT_PAD, load_model
+from tiny_models import RADIUS
+
+X = np.random.default_rng(3).random((2, 3, 11, 7), dtype=np.float32)
+
+
+def test_reads_metadata(tiny, tiny_path: Path) -> None:
+    assert (tiny.scale, tiny.receptive_radius, tiny.radius_known, tiny.input_range) == (4, RADIUS, True, "0-1")
+    assert tiny.provider == "CPUExecutionProvider"
+    assert tiny.metadata["arch"] == "tiny" and tiny.max_batch is None
+    y = tiny(X)
+    assert y.dtype == np.float32 and y.shape == (2, 3, 44, 28)
+
+
+def test_without_metadata_probes_scale_and_uses_conservative_pad(model_dir: Path, tiny, caplog) -> None:
+    m = load_model(model_dir / "tiny_nometa.onnx", device="cpu")
+    assert (m.scale, m.receptive_radius, m.radius_known) == (4, DEFAULT_PAD, False)
+    assert "receptive_radius" in caplog.text
+    np.testing.assert_array_equal(m(X), tiny(X))
+
+
+def test_input_range_0_255_is_honoured(model_dir: Path, tiny) -> None:
+    m = load_model(model_dir / "tiny_255.onnx", device="cpu")
+    assert m.input_range == "0-255"
+    np.testing.assert_allclose(m(X), tiny(X), atol=1e-5)
+    wrong = load_model(model_dir / "tiny_255.onnx", device="cpu", input_range="0-1")
+    assert np.abs(wrong(X) - tiny(X)).max() > 0.1  # the control: the range matters
+
+
+def test_bgr_models_get_rgb_in_and_out(model_dir: Path, tiny) -> None:
+    m = load_model(model_dir / "tiny_bgr.onnx", device="cpu")
+    np.testing.assert_allclose(m(X), tiny(X), atol=1e-6)
+
+
+def test_fixed_batch_of_one(model_dir: Path, tiny) -> None:
+    m = load_model(model_dir / "tiny_b1.onnx", device="cpu")
+    assert m.max_batch == 1
+    np.testing.assert_allclose(m(X[:1]), tiny(X[:1]), atol=1e-6)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="nope.onnx"):
+        load_model(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="bad.onnx: onnxruntime cannot load it"):
+        load_model(bad)
+
+
+def test_two_input_model_is_rejected(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])], "two",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, "H", "W"]) for n in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3, "H", "W"])])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelLoadError, match="one input"):
+        load_model(path)
+
+
+def test_cuda_without_cuda_provider_is_an_error(tiny_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(DeviceError, match="--device cuda"):
+        load_model(tiny_path, device="cuda")
+    assert load_model(tiny_path, device="auto").provider == "CPUExecutionProvider"
+
+
+@pytest.mark.gpu
+def test_cuda_runs_on_cuda(tiny_path: Path, tiny) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA provider in this onnxruntime")
+    m = load_model(tiny_path, device="cuda")
+    assert m.provider == "CUDAExecutionProvider"
+    np.testing.assert_allclose(m(X), tiny(X), atol=1e-4)

@@ -1,0 +1,364 @@
+"""Trainer facts: shapes, gradients, overfitting, phases, resume, weights loading, imresize."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from runtime.resize import imresize
+from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trainer.config import ConfigError, apply_overrides, preset
+from trainer.data import DataError, PatchBatches, discover, load_pairs
+from trainer.losses import ContentLoss, pixel_loss
+from trainer.models import SRCNN, Discriminator, MatlabBicubicUp, SRResNet, build_generator
+from trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
+from trainer.train import GENERATOR_NAME, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (SHARED / "T91").is_dir(), reason="../shared/data (T91, Set5) not present")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Three real T91 photographs in a plain folder."""
+    if not (SHARED / "T91" / "HR").is_dir():
+        pytest.skip("../shared/data/T91 not present")
+    folder = tmp_path_factory.mktemp("t91")
+    for src in sorted((SHARED / "T91" / "HR").glob("*.png"))[:12:4]:
+        (folder / src.name).symlink_to(src)
+    return folder
+
+
+def tiny(name: str = "report", **kw):
+    base = dict(blocks=2, channels=8, batch=2, hr_patch=32, workers=0, log_every=1, checkpoint_every=1000,
+                amp="off", channels_last=False, ema_decay=0.9)
+    base.update(kw)
+    return apply_overrides(preset(name), base)
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_srresnet_shapes_and_scale(bn):
+    g = SRResNet(blocks=2, channels=8, bn=bn)
+    for h, w in [(7, 9), (1, 5), (24, 24)]:
+        assert g(torch.rand(2, 3, h, w)).shape == (2, 3, 4 * h, 4 * w)
+    assert sum(isinstance(m, torch.nn.PixelShuffle) for m in g.modules()) == 2
+    assert g.head[0].kernel_size == (9, 9) and g.tail.kernel_size == (9, 9)
+
+
+def test_srresnet_rejects_bad_hparams():
+    with pytest.raises(ValueError, match="power of two"):
+        SRResNet(scale=3)
+    with pytest.raises(KeyError, match="choose one of"):
+        build_generator("edsr")
+
+
+def test_every_parameter_gets_a_gradient():
+    g, d = SRResNet(blocks=2, channels=8), Discriminator(in_size=32, channels=8)
+    sr = g(torch.rand(2, 3, 8, 8))
+    (sr.mean() + d(sr).mean()).backward()
+    for name, p in list(g.named_parameters()) + list(d.named_parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_discriminator_one_logit_and_srcnn_takes_lr():
+    assert Discriminator(in_size=96).eval()(torch.rand(3, 3, 96, 96)).shape == (3, 1)
+    assert SRCNN()(torch.rand(1, 3, 10, 6)).shape == (1, 3, 40, 24)
+
+
+def test_matlab_bicubic_module_equals_numpy_imresize():
+    x = torch.rand(1, 3, 11, 6, dtype=torch.float64)
+    up = MatlabBicubicUp(4).double()(x)[0].permute(1, 2, 0).numpy()
+    ref = imresize(x[0].permute(1, 2, 0).numpy(), 4.0)
+    assert np.abs(up - ref).max() < 1e-12
+
+
+def test_overfit_one_batch_loss_decreases():
+    torch.manual_seed(0)
+    g = SRResNet(blocks=2, channels=16, bn=False)
+    # Smooth targets a small net can fit: bilinear upsamplings of random 8x8 images.
+    hr = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8), size=32, mode="bilinear", align_corners=False)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = pixel_loss("l1", g(lr), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0] and min(losses[-5:]) < min(losses[:5])
+
+
+# ---- imresize ---------------------------------------------------------------------------------
+
+def test_imresize_reproduces_linear_ramp_and_constants():
+    ramp = np.tile(np.arange(40, dtype=np.float64), (8, 1))
+    up = imresize(ramp, 4.0)
+    # a = -0.5 cubic convolution reproduces linear functions exactly away from the borders;
+    # output column j sits at input coordinate (j + 0.5) / 4 - 0.5.
+    j = np.arange(160)
+    assert np.allclose(up[4, 8:-8], ((j + 0.5) / 4 - 0.5)[8:-8], atol=1e-12)
+    const = np.full((13, 17, 3), 77, np.uint8)
+    assert (imresize(const, 0.25) == 77).all() and imresize(const, 0.25).shape == (4, 5, 3)
+
+
+def _direct_imresize_pixel(row: np.ndarray, x: int, scale: float) -> float:
+    """One output sample of MATLAB's antialiased bicubic, written out term by term (1-based x)."""
+    n = len(row)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    num = den = 0.0
+    stretch = min(scale, 1.0)  # the kernel is widened only when shrinking (antialiasing)
+    for j in range(-64, n + 64):
+        t = abs(stretch * (u - j))
+        w = stretch * ((1.5 * t**3 - 2.5 * t**2 + 1) if t <= 1 else (-0.5 * t**3 + 2.5 * t**2 - 4 * t + 2) if t <= 2 else 0)
+        k = j
+        while not 1 <= k <= n:  # symmetric padding
+            k = 1 - k if k < 1 else 2 * n + 1 - k
+        num, den = num + w * row[k - 1], den + w
+    return num / den
+
+
+def test_imresize_known_values():
+    row = np.array([3, 0, 0, 0, 10, 10, 10, 10, 7, 1, 5, 2], dtype=np.float64)
+    out = imresize(row[None, :], size=(1, 3))
+    assert out.shape == (1, 3)
+    for x in range(1, 4):
+        assert abs(out[0, x - 1] - _direct_imresize_pixel(row, x, 0.25)) < 1e-12
+    up = imresize(row[None, :], size=(1, 48))
+    assert all(abs(up[0, x - 1] - _direct_imresize_pixel(row, x, 4.0)) < 1e-12 for x in (1, 2, 17, 48))
+
+
+@needs_data
+def test_imresize_matches_official_matlab_lr():
+    psnrs = []
+    for hr_path in sorted((SHARED / "Set5" / "HR").glob("*.png")):
+        ours = imresize(np.asarray(Image.open(hr_path).convert("RGB")), 0.25).astype(np.float64)
+        theirs = np.asarray(Image.open(SHARED / "Set5" / "LR_bicubic_x4" / hr_path.name).convert("RGB"))
+        psnrs.append(10 * np.log10(255**2 / np.mean((ours - theirs) ** 2)))
+    assert min(psnrs) > 45.0
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+def test_discover_layouts(tmp_path):
+    div = tmp_path / "div2k"
+    (div / "DIV2K_train_HR").mkdir(parents=True)
+    (div / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(div / "DIV2K_train_HR" / "0001.png")
+    Image.new("RGB", (10, 10)).save(div / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png")
+    Image.new("RGB", (40, 40)).save(div / "DIV2K_train_HR" / "0002.png")
+    found = discover(div, 4)
+    assert [(h.name, l.name if l else None) for h, l in found] == [("0001.png", "0001x4.png"), ("0002.png", None)]
+    with pytest.raises(DataError, match="does not exist"):
+        discover(tmp_path / "nope", 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        discover(tmp_path / "empty", 4)
+
+
+def test_corrupt_training_image_names_the_file(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png"):
+        load_pairs([tmp_path], 4)
+
+
+def test_patches_are_aligned_and_deterministic(tiny_data):
+    pairs = load_pairs([tiny_data], 4, min_hr=32)
+    ds = PatchBatches(pairs, scale=4, lr_patch=8, batch=3, seed=1)
+    lr, hr = ds[5]
+    assert lr.shape == (3, 3, 8, 8) and hr.shape == (3, 3, 32, 32)
+    assert torch.equal(ds[5][0], lr) and not torch.equal(ds[6][0], lr)
+    # LR patch is the MATLAB-bicubic downscale of the HR patch, up to crop borders.
+    hr_np = (hr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    lr_np = (lr[0].permute(1, 2, 0).numpy() * 255).round()
+    inner = imresize(hr_np, 0.25).astype(np.float64)[2:-2, 2:-2]
+    assert np.abs(inner - lr_np[2:-2, 2:-2]).mean() < 2.0
+
+
+# ---- config -----------------------------------------------------------------------------------
+
+def test_config_strict_overrides():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        apply_overrides(preset("psnr"), {"lerning_rate": 1})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("nope")
+    cfg = apply_overrides(preset("report"), {"lr-milestones": "10,20", "bn": "false"})
+    assert cfg.lr_milestones == (10, 20) and cfg.bn is False
+    assert preset("report").d_every == 6 and preset("report").adv == 1e-6 and preset("report").warmup_pixel == 0.07
+    assert preset("paper").content_feature_scale == 12.75
+
+
+# ---- training loop ----------------------------------------------------------------------------
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_phase_switch_and_frozen_discriminator(tiny_data, tmp_path):
+    cfg = tiny(warmup_steps=3, steps=6, d_every=2, checkpoint_every=3)
+    seen = []
+    train(cfg, [tiny_data], tmp_path, random_vgg=True, on_log=seen.append)
+    assert [r["phase"] for r in seen] == [1, 1, 1, 2, 2, 2]
+    assert ["d_loss" in r for r in seen] == [False, False, False, False, True, False]  # 0-based steps 4 (4 % 2 == 0)
+    assert all("adv_g" in r for r in seen[3:]) and not any("adv_g" in r for r in seen[:3])
+    rows = _read_csv(tmp_path / "losses.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[3]["d_loss"] == "" and rows[4]["d_loss"] != ""
+
+
+def test_discriminator_untouched_during_warmup(tiny_data, tmp_path):
+    cfg = tiny(warmup_steps=4, steps=6, d_every=1, checkpoint_every=4)
+    states = {}
+    train(cfg, [tiny_data], tmp_path, random_vgg=True,
+          on_checkpoint=lambda step, g: states.setdefault(step, load_checkpoint(tmp_path / "checkpoint.pt")["d"]))
+    torch.manual_seed(cfg.seed)
+    build_generator(cfg.arch, **cfg.model_kwargs())
+    fresh = Discriminator(in_size=cfg.hr_patch).state_dict()
+    assert all(torch.equal(fresh[k], states[4][k]) for k in fresh)
+    assert any(not torch.equal(fresh[k], states[6][k]) for k in fresh if k.endswith("weight"))
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    full = tiny(warmup_steps=2, steps=6, d_every=2)
+    train(full, [tiny_data], tmp_path / "a", random_vgg=True)
+    half = apply_overrides(full, {"steps": 3})
+    train(half, [tiny_data], tmp_path / "b", random_vgg=True)
+    train(full, [tiny_data], tmp_path / "b", random_vgg=True, resume=True)
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for key in ("g", "g_ema", "d"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert len(_read_csv(tmp_path / "b" / "losses.csv")) == 6
+
+
+def test_checkpoint_is_self_describing_and_atomic(tiny_data, tmp_path):
+    train(tiny("psnr", steps=2), [tiny_data], tmp_path)
+    g = load_checkpoint(tmp_path / GENERATOR_NAME)
+    assert g["arch"] == "srresnet" and g["hparams"]["blocks"] == 2 and g["step"] == 2 and "opt_g" not in g
+    model = build_generator(g["arch"], **g["hparams"])
+    model.load_state_dict(g["g_ema"])
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    class Exploding:
+        def __reduce__(self):
+            raise Boom()
+
+    with pytest.raises(Exception):
+        save_checkpoint({"format_version": 1, "arch": "x", "bad": Exploding()}, tmp_path / "checkpoint.pt")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+# ---- pretrained weights -----------------------------------------------------------------------
+
+def _random_vgg_file(path: Path, arch: str) -> None:
+    import torchvision
+    net = getattr(torchvision.models, arch)(weights=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+
+
+def test_vgg19_from_torchvision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _random_vgg_file(tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth", "vgg19")
+    net, info = load_vgg_features("relu5_4")
+    assert info["arch"] == "vgg19" and info["layer"] == "relu5_4" and len(net) == 36
+    assert not any(p.requires_grad for p in net.parameters())
+    loss = ContentLoss(net)
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    value = loss(x, torch.rand(1, 3, 32, 32))
+    value.backward()
+    assert value.item() > 0 and x.grad.abs().sum() > 0
+
+
+def test_vgg16_file_maps_relu5_4_to_relu5_3(tmp_path):
+    from safetensors.torch import save_file
+    import torchvision
+    feats = torchvision.models.vgg16(weights=None).features.state_dict()
+    path = tmp_path / "vgg16.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in feats.items()}, str(path))
+    net, info = load_vgg_features("relu5_4", path)
+    assert info == {"arch": "vgg16", "layer": "relu5_3", "requested_layer": "relu5_4", "source": str(path)}
+    assert len(net) == 30 and torch.equal(net[28].weight, feats["28.weight"])
+    assert vgg_layer_index("vgg19", "conv5_4") == (34, "conv5_4")
+
+
+def test_missing_weights_error_names_file_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(PretrainedWeightsError) as err:
+        load_vgg_features("relu5_4")
+    text = str(err.value)
+    assert "vgg19-dcbb9e9d.pth" in text and str(tmp_path / "empty" / "hub" / "checkpoints") in text
+    assert "--vgg-weights" in text
+    with pytest.raises(PretrainedWeightsError, match="does not exist"):
+        load_vgg_features("relu5_4", tmp_path / "missing.pth")
+
+
+def test_lpips_from_cache_with_random_trunk(tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net = torchvision.models.alexnet(weights=None)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    model, source = load_lpips()
+    assert torch.equal(model.net.slice1[0].weight, net.features[0].weight)
+    assert torch.equal(getattr(model.net.slice5, "10").weight, net.features[10].weight)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert model(x, x).item() == 0.0 and model(x, -x).item() > 0
+
+
+# ---- DIV2K fetch (a real HTTP download from a loopback server) -------------------------------
+
+def test_fetch_div2k_downloads_verifies_and_caches(tmp_path):
+    import http.server
+    import threading
+    import zipfile
+
+    from trainer.div2k import fetch_div2k
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "DIV2K_train_HR.zip", "w") as zf:
+        buf = __import__("io").BytesIO()
+        Image.new("RGB", (64, 48), (10, 20, 30)).save(buf, "PNG")
+        zf.writestr("DIV2K_train_HR/0001.png", buf.getvalue())
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *a):
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        root = fetch_div2k(tmp_path / "div2k", ("train_hr",), base_url=url)
+        assert [h.name for h, _ in discover(root, 4)] == ["0001.png"]
+        assert len(hits) == 1
+        fetch_div2k(root, ("train_hr",), base_url=url)  # cached: no second download
+        assert len(hits) == 1
+        with pytest.raises(DataError, match="expected 0000"):
+            fetch_div2k(root, ("train_hr",), base_url=url, expected_sha256={"DIV2K_train_HR.zip": "0000"})
+        with pytest.raises(DataError, match="could not download .*--data DIR"):
+            fetch_div2k(tmp_path / "other", ("train_lr_x4",), base_url=url)
+        assert not list((tmp_path / "other").glob("*.part"))
+    finally:
+        server.shutdown()

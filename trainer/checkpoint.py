@@ -1,0 +1,84 @@
+"""Self-describing, atomically written checkpoints.
+
+A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)``:
+format version, arch and hyperparameters, G (and EMA of G) state, D state,
+optimizer and scheduler states, step, phase, the resolved config, and RNG
+states. A generator-only file (what ships in git to continue training) has the
+same layout with the training-only entries absent.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import build_generator
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "generator_from_checkpoint", "file_sha256"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """Raised if a checkpoint file is missing, unreadable, or not one of ours."""
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    A crash at any point leaves either the old file or the new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only). Raises CheckpointError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "arch" not in state:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this trainer (format_version {FORMAT_VERSION} with 'arch' expected)"
+        )
+    return state
+
+
+def generator_from_checkpoint(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the generator stored in a checkpoint, in eval mode, on the CPU.
+
+    Uses the EMA weights when present and ``use_ema``. Returns (model, state)
+    where state is the loaded dict (for metadata: step, config, ...).
+    """
+    state = load_checkpoint(path)
+    model = build_generator(state["arch"], **state["hparams"])
+    weights = state.get("g_ema") if use_ema and state.get("g_ema") else state["g"]
+    model.load_state_dict(weights)
+    return model.eval(), state
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,214 @@
+"""Typed, frozen training configuration with named presets.
+
+A config is a frozen dataclass; overrides are strict (an unknown key is an
+error) and the resolved config is saved as JSON next to every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError", "load_config", "save_config"]
+
+
+class ConfigError(ValueError):
+    """Raised if a preset name, key or value is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "custom"
+    # model
+    arch: str = "srresnet"                  # registry key in trainer.models.GENERATORS
+    blocks: int = 16
+    channels: int = 64
+    bn: bool = True
+    scale: int = 4
+    # data
+    hr_patch: int = 96                      # LR patch = hr_patch // scale
+    batch: int = 16
+    degradation: str = "matlab"             # matlab | pil (LR made from HR when no official LR exists)
+    workers: int = 2
+    augment: bool = True                    # flips + 90-degree rotations
+    # schedule (steps are the unit; an epoch = ceil(n_images / batch) steps, printed at start)
+    steps: int = 10000
+    warmup_steps: int | None = None         # phase-1 length; None -> warmup_epochs
+    warmup_epochs: float | None = None
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_milestones: tuple[int, ...] = ()     # absolute steps where both lrs are multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    d_every: int = 1                        # phase 2: update D when step % d_every == 0
+    # losses, phase 1 (warm-up, D frozen)
+    warmup_pixel: float = 1.0
+    warmup_content: float = 0.0
+    # losses, phase 2 (adversarial)
+    pixel: float = 0.0
+    content: float = 1.0
+    adv: float = 1e-3
+    pixel_loss: str = "l1"                  # l1 | mse
+    content_layer: str = "relu5_4"
+    content_criterion: str = "mse"          # mse | l1
+    content_feature_scale: float = 1.0      # features divided by this (paper: 12.75)
+    # bookkeeping
+    ema_decay: float = 0.999                # 0 disables the EMA of G
+    checkpoint_every: int = 500
+    log_every: int = 20
+    eval_every: int = 1000
+    seed: int = 0
+    amp: str = "auto"                       # auto | off | bf16 | fp16
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.scale in (2, 4, 8), "scale must be 2, 4 or 8"),
+            (self.hr_patch % self.scale == 0, "hr_patch must be divisible by scale"),
+            (self.batch >= 1 and self.steps >= 0, "batch >= 1 and steps >= 0"),
+            (self.pixel_loss in ("l1", "mse"), "pixel_loss must be l1 or mse"),
+            (self.content_criterion in ("l1", "mse"), "content_criterion must be l1 or mse"),
+            (self.degradation in ("matlab", "pil"), "degradation must be matlab or pil"),
+            (self.amp in ("auto", "off", "bf16", "fp16"), "amp must be auto, off, bf16 or fp16"),
+            (self.d_every >= 1, "d_every must be >= 1"),
+            (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+            (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    @property
+    def lr_patch(self) -> int:
+        return self.hr_patch // self.scale
+
+    def model_kwargs(self) -> dict[str, Any]:
+        if self.arch == "srresnet":
+            return dict(scale=self.scale, channels=self.channels, blocks=self.blocks, bn=self.bn)
+        if self.arch == "srcnn":
+            return dict(scale=self.scale)
+        raise ConfigError(f"unknown arch {self.arch!r}; choose srresnet or srcnn")
+
+    def resolve_warmup(self, epoch_steps: int) -> int:
+        """Phase-1 length in steps (explicit steps win over epochs; default: the whole run)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        if self.warmup_epochs is not None:
+            return int(round(self.warmup_epochs * epoch_steps))
+        return self.steps
+
+    def uses_gan(self, warmup: int) -> bool:
+        return self.steps > warmup and self.adv > 0
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The SRGAN report's numbers: 2 warm-up + 16 adversarial epochs, batch 16, HR 96, Adam 1e-4
+    # for G and D, content (VGG relu5_4) + 0.07 pixel + 1e-6 adversarial, D every 6 steps.
+    "report": TrainConfig(
+        preset="report", warmup_epochs=2, steps=0, warmup_pixel=0.07, warmup_content=1.0,
+        pixel=0.07, content=1.0, adv=1e-6, d_every=6, content_layer="relu5_4", pixel_loss="l1",
+    ),
+    # Ledig et al.: MSE SRResNet warm-up, then VGG54/12.75 + 1e-3 adversarial, lr 1e-4 then 1e-5.
+    "paper": TrainConfig(
+        preset="paper", warmup_steps=1_000_000, steps=1_200_000, pixel_loss="mse", warmup_pixel=1.0,
+        warmup_content=0.0, pixel=0.0, content=1.0, adv=1e-3, content_feature_scale=12.75,
+        content_layer="relu5_4", d_every=1, lr_milestones=(1_100_000,),
+    ),
+    # PSNR-oriented model: L1 pixel loss only, no BN (as EDSR/ESRGAN found better for fidelity).
+    "psnr": TrainConfig(
+        preset="psnr", bn=False, steps=100_000, warmup_pixel=1.0, warmup_content=0.0, adv=0.0,
+        lr_g=2e-4, lr_milestones=(50_000, 80_000), lr_gamma=0.5,
+    ),
+    # Perceptual fine-tuning of a psnr model (ESRGAN-style weights on a short schedule).
+    "srgan": TrainConfig(
+        preset="srgan", bn=False, steps=20_000, warmup_steps=0, pixel_loss="l1", pixel=1e-2,
+        content=1.0, content_criterion="l1", content_layer="conv5_4", adv=5e-3, d_every=1,
+    ),
+    # SRCNN 9-1-5 baseline on bicubic-upsampled input, MSE.
+    "srcnn": TrainConfig(
+        preset="srcnn", arch="srcnn", steps=50_000, pixel_loss="mse", warmup_pixel=1.0, adv=0.0,
+        lr_g=1e-4, hr_patch=96, ema_decay=0.0,
+    ),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    """Return a preset by name. Raises ConfigError naming the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def _coerce(value: Any, current: Any, annotation: str, key: str) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("none", "null") and "None" in annotation:
+            return None
+        if annotation.startswith("tuple"):
+            parts = [p for p in text.replace(" ", "").strip("()[]").split(",") if p]
+            kind = float if "float" in annotation else int
+            return tuple(kind(p) for p in parts)
+        if annotation == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        try:
+            if "float" in annotation:
+                return float(text)
+            if "int" in annotation:
+                number = float(text)
+                if number != int(number):
+                    raise ValueError
+                return int(number)
+        except ValueError:
+            raise ConfigError(f"{key}: cannot read {value!r} as {annotation}") from None
+        if annotation == "str":
+            return text
+        raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a copy of cfg with overrides applied. Strings are parsed by the field's type.
+
+    Raises ConfigError for an unknown key or an unparsable value.
+    """
+    known = {f.name: f for f in fields(TrainConfig)}
+    parsed = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(sorted(known))}")
+        parsed[key] = _coerce(value, getattr(cfg, key), str(known[key].type), key)
+    try:
+        return dataclasses.replace(cfg, **parsed)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def save_config(cfg: TrainConfig, path: Path, extra: dict[str, Any] | None = None) -> None:
+    data = dataclasses.asdict(cfg)
+    if extra:
+        data["_resolved"] = extra
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a saved config (JSON). Unknown keys are an error, as for overrides."""
+    data = json.loads(Path(path).read_text())
+    data.pop("_resolved", None)
+    return apply_overrides(TrainConfig(), data)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    data = {k: v for k, v in data.items() if k != "_resolved"}
+    return apply_overrides(TrainConfig(), data)

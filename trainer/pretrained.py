@@ -1,0 +1,179 @@
+"""Pretrained ImageNet trunks (VGG for the content loss, AlexNet for LPIPS).
+
+Weights come from torchvision's cache (``$TORCH_HOME/hub/checkpoints``, with
+torchvision's own file names), from a download into that cache when online,
+or from a file the user names (``.pth`` or ``.safetensors`` in torchvision's
+key layout). Missing weights are a PretrainedWeightsError naming the exact file
+and folder; random weights only when the caller asks for them by name.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["PretrainedWeightsError", "read_state_dict", "vgg_layer_index", "load_vgg_features",
+           "load_alexnet_features", "load_lpips", "torchvision_cache_file"]
+
+log = logging.getLogger(__name__)
+
+_VGG_CFG = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Raised if pretrained weights are missing, unreadable, or of the wrong network."""
+
+
+def _layer_names(arch: str) -> dict[str, int]:
+    names: dict[str, int] = {}
+    idx, block, k = 0, 1, 1
+    for v in _VGG_CFG[arch]:
+        if v == "M":
+            names[f"pool{block}"] = idx
+            idx, block, k = idx + 1, block + 1, 1
+        else:
+            names[f"conv{block}_{k}"] = idx
+            names[f"relu{block}_{k}"] = idx + 1
+            idx, k = idx + 2, k + 1
+    return names
+
+
+def vgg_layer_index(arch: str, layer: str) -> tuple[int, str]:
+    """Index in ``vgg.features`` of a named layer (e.g. relu5_4), and the name used.
+
+    VGG-16 has no relu5_4/conv5_4: those map to the last layer of the same kind in
+    block 5 (relu5_3/conv5_3), and the returned name says so.
+    Raises ValueError for a name that does not exist in either network.
+    """
+    names = _layer_names(arch)
+    if layer in names:
+        return names[layer], layer
+    kind, _, pos = layer.partition("_")
+    if arch == "vgg16" and pos and f"{kind}_3" in names and kind[-1:] == "5" and layer in _layer_names("vgg19"):
+        mapped = f"{kind}_3"
+        return names[mapped], mapped
+    raise ValueError(f"unknown VGG layer {layer!r}; examples: relu2_2, relu5_4, conv5_4")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a .pth/.pt (weights_only) or .safetensors state dict. Raises PretrainedWeightsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {exc}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    return {k: v.float() for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def torchvision_cache_file(weights_enum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+
+
+def _from_torchvision(weights_enum, what: str, flag: str) -> dict[str, torch.Tensor]:
+    cached = torchvision_cache_file(weights_enum)
+    if cached.is_file():
+        return read_state_dict(cached)
+    try:
+        return weights_enum.get_state_dict(progress=False)
+    except Exception as exc:
+        raise PretrainedWeightsError(
+            f"{what} ImageNet weights are not available: expected {cached.name} in {cached.parent} "
+            f"(torchvision's cache, set by TORCH_HOME) and the download failed ({type(exc).__name__}). "
+            f"Put torchvision's {cached.name} there, or pass {flag} FILE (a torchvision-layout .pth or "
+            f".safetensors state dict)."
+        ) from None
+
+
+def _features_only(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(k.startswith("features.") for k in sd):
+        return {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+    return sd
+
+
+def load_vgg_features(layer: str, weights: Path | None = None, *, random_weights: bool = False
+                      ) -> tuple[nn.Sequential, dict[str, str]]:
+    """VGG ``features`` truncated after ``layer``, frozen, in eval mode.
+
+    With ``weights`` the file decides the network: keys up to ``features.34``
+    mean VGG-19, up to ``features.28`` VGG-16 (relu5_4 then maps to relu5_3).
+    Without it, torchvision's VGG-19 ImageNet weights from its cache.
+    Returns (module, info) with info = {arch, layer, source}.
+    """
+    import torchvision
+
+    if random_weights:
+        arch, sd, source = "vgg19", None, "RANDOM (explicitly requested; not a perceptual loss)"
+    elif weights is not None:
+        sd = _features_only(read_state_dict(weights))
+        top = max((int(k.split(".")[0]) for k in sd if k.split(".")[0].isdigit()), default=-1)
+        arch = {34: "vgg19", 28: "vgg16"}.get(top)
+        if arch is None:
+            raise PretrainedWeightsError(
+                f"{weights} is not a torchvision VGG-16/VGG-19 features state dict (last conv index {top})")
+        source = str(weights)
+    else:
+        arch = "vgg19"
+        sd = _features_only(_from_torchvision(torchvision.models.VGG19_Weights.IMAGENET1K_V1, "VGG-19",
+                                              "--vgg-weights"))
+        source = "torchvision VGG19_Weights.IMAGENET1K_V1"
+    index, used = vgg_layer_index(arch, layer)
+    net = getattr(torchvision.models, arch)(weights=None).features
+    if sd is not None:
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise PretrainedWeightsError(f"VGG weights from {source} do not fit {arch}: missing {missing[:4]}, "
+                                         f"unexpected {unexpected[:4]}")
+    net = net[: index + 1].eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if used != layer:
+        log.warning("content loss: %s has no %s; using %s instead", arch, layer, used)
+    return net, {"arch": arch, "layer": used, "requested_layer": layer, "source": source}
+
+
+def load_alexnet_features(weights: Path | None = None) -> tuple[nn.Sequential, str]:
+    """torchvision AlexNet ``features`` with ImageNet weights (cache or file)."""
+    import torchvision
+
+    if weights is not None:
+        sd, source = _features_only(read_state_dict(weights)), str(weights)
+    else:
+        sd = _features_only(_from_torchvision(torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "AlexNet",
+                                              "--lpips-weights"))
+        source = "torchvision AlexNet_Weights.IMAGENET1K_V1"
+    net = torchvision.models.alexnet(weights=None).features
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise PretrainedWeightsError(f"AlexNet weights from {source} do not fit: missing {missing[:4]}, "
+                                     f"unexpected {unexpected[:4]}")
+    return net.eval(), source
+
+
+def load_lpips(weights: Path | None = None) -> tuple[nn.Module, str]:
+    """LPIPS v0.1 (AlexNet) from the lpips package with its bundled linear heads and an
+    ImageNet AlexNet trunk from torchvision's cache or ``weights``. Input: [-1, 1] NCHW RGB.
+    """
+    import lpips
+
+    trunk, source = load_alexnet_features(weights)
+    model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    for i in range(1, 6):
+        for name, module in getattr(model.net, f"slice{i}").named_children():
+            module.load_state_dict(trunk[int(name)].state_dict())
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, source
