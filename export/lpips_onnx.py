@@ -33,14 +33,31 @@ LPIPS_MAX_ABS = 1e-5
 
 
 class _LpipsGraph(nn.Module):
-    """lpips.LPIPS with [0, 1] inputs and a flat (N,) output."""
+    """lpips.LPIPS (v0.1, no spatial map) with [0, 1] inputs and a flat (N,) output.
+
+    The forward pass is lpips' own, written out so the channel normalisation is
+    ``f / max(||f||, 1e-10)``: lpips' ``f / (||f|| + 1e-10)`` lost its epsilon in
+    the exported graph, which made all-zero feature columns (flat white areas)
+    0/0 = NaN. The two agree wherever ||f|| >= 1e-10, i.e. to float precision.
+    """
 
     def __init__(self, lp: nn.Module):
         super().__init__()
         self.lp = lp
 
+    @staticmethod
+    def _unit(f: torch.Tensor) -> torch.Tensor:
+        return f / torch.clamp_min(torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)), 1e-10)
+
     def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        return self.lp(img0, img1, normalize=True).reshape(-1)
+        lp = self.lp
+        outs0 = lp.net(lp.scaling_layer(2 * img0 - 1))
+        outs1 = lp.net(lp.scaling_layer(2 * img1 - 1))
+        total = 0
+        for k in range(lp.L):
+            diff = (self._unit(outs0[k]) - self._unit(outs1[k])) ** 2
+            total = total + lp.lins[k](diff).mean(dim=(2, 3))
+        return total.reshape(-1)
 
 
 @dataclass

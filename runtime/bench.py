@@ -44,8 +44,9 @@ from .resize import imresize
 
 __all__ = [
     "Upscale", "Sample", "QualityRow", "QualitySummary", "QualityReport", "load_dataset", "bench_quality",
-    "write_quality", "MacCount", "count_macs", "matmul_gflops", "achieved", "LatencyRow", "LatencyReport",
-    "bench_latency", "write_latency", "machine_info", "DEFAULT_TILES",
+    "read_quality_rows", "write_quality", "quality_markdown", "MacCount", "count_macs", "matmul_gflops", "achieved",
+    "LatencyRow", "LatencyReport", "bench_latency", "write_latency", "latency_markdown", "machine_info",
+    "DEFAULT_TILES",
 ]
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILE
                 _say(progress, f"{provider} threads={n_threads} tile={tile or 'whole'}: "
                                f"{row.ms_per_tile:.1f} ms/tile, {row.output_mp_per_s:.3f} MP/s")
             del model
+    report.machine["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report.machine["load_1min_end"] = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
     return report
 
@@ -523,6 +525,24 @@ def _mp_per_s(rows: Iterable[QualityRow]) -> float:
     return sum(r.output_pixels for r in rows) / seconds / 1e6 if seconds > 0 else float("inf")
 
 
+def read_quality_rows(path: str | Path) -> list[QualityRow]:
+    """The rows of a ``quality_per_image.csv`` written by :func:`write_quality` (to redraw or compare).
+
+    Text cells of ``psnr_rgb``/``lpips`` (e.g. :data:`runtime.grids.LPIPS_UNAVAILABLE`) stay text.
+    Raises KeyError or ValueError if the file is not such a CSV.
+    """
+    def number_or_text(v: str) -> float | str:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [QualityRow(r["dataset"], r["image"], r["method"], float(r["psnr_y"]), float(r["ssim_y"]),
+                           number_or_text(r["psnr_rgb"]), number_or_text(r["lpips"]), float(r["seconds"]),
+                           int(r["output_pixels"])) for r in csv.DictReader(fh)]
+
+
 def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upscale], *, scale: int = 4,
                   lpips: grids.LpipsFn | None = None,
                   progress: Callable[[str], None] | None = None) -> QualityReport:
@@ -537,6 +557,7 @@ def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upsca
     samples = [s for d in datasets for s in d]
     if not samples:
         raise UsageError("no images to benchmark")
+    machine = machine_info()  # the start of the run; the end is added below
     for name, upscale in methods.items():
         first = samples[0].lr
         upscale(first[: min(32, first.shape[0]), : min(32, first.shape[1])])  # sessions, caches, thread pools
@@ -551,7 +572,8 @@ def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upsca
             rows.append(QualityRow(s.dataset, s.name, name, float(m["psnr_y"]), float(m["ssim_y"]), m["psnr_rgb"],
                                    m["lpips"], seconds, sr.shape[0] * sr.shape[1]))
             _say(progress, f"{name} {s.dataset}/{s.name}: {m['psnr_y']:.2f} dB in {seconds:.2f} s")
-    return QualityReport(rows, list(methods), scale, machine=machine_info())
+    machine["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return QualityReport(rows, list(methods), scale, machine=machine)
 
 
 def quality_markdown(report: QualityReport) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,18 +76,22 @@ def _quality_vs_speed(plt: Any, report: QualityReport, path: Path) -> Path:
     for col, d in enumerate(datasets):
         for row, (key, label) in enumerate(metrics):
             ax = axes[row][col]
-            for s in (s for s in summary if s.dataset == d):
-                y = getattr(s, key)
-                if isinstance(y, float):
-                    ax.scatter(s.output_mp_per_s, y, s=70, color=colors[s.method], marker=markers[s.method],
-                               label=s.method, zorder=3, edgecolors="black", linewidths=0.5)
+            points = [(s, getattr(s, key)) for s in summary if s.dataset == d]
+            points = [(s, y) for s, y in points if isinstance(y, float) and math.isfinite(y)]
+            for s, y in points:
+                ax.scatter(s.output_mp_per_s, y, s=70, color=colors[s.method], marker=markers[s.method],
+                           label=s.method, zorder=3, edgecolors="black", linewidths=0.5)
+            if not points:  # e.g. LPIPS not a number for an image of this set
+                ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(d, fontsize=11)
+                continue
             ax.set_xscale("log")
             ax.grid(True, which="both", alpha=0.3)
             ax.set_title(d, fontsize=11)
             ax.set_xlabel("output megapixels / s (log; faster ->)")
             ax.set_ylabel(label)
             ax.margins(x=0.15, y=0.12)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # the PSNR row has every method
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, title="method")
     fig.suptitle(f"Quality vs speed, x{report.scale} ({report.machine.get('cpu', '?')}, "
                  f"{report.machine.get('cores', '?')} cores; speed on a shared machine)", fontsize=11)
@@ -109,7 +114,7 @@ def _per_image(plt: Any, report: QualityReport, dataset: str, path: Path) -> Pat
 
     ylabel = "PSNR-Y gain over bicubic (dB)" if base else "PSNR-Y (dB)"
     if len(images) <= PER_IMAGE_BARS_MAX:
-        fig, ax = plt.subplots(figsize=(max(7.0, 0.22 * len(images) * max(1, len(methods)) + 2), 4.4))
+        fig, ax = plt.subplots(figsize=(min(16.0, max(7.0, 0.16 * len(images) * max(1, len(methods)) + 2)), 4.6))
         width = 0.8 / max(1, len(methods))
         for i, m in enumerate(methods):
             xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(images))]
@@ -120,13 +125,14 @@ def _per_image(plt: Any, report: QualityReport, dataset: str, path: Path) -> Pat
     else:
         fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(methods) + 2), 4.4))
         data = [[value(m, img) for img in images] for m in methods]
-        parts = ax.boxplot(data, patch_artist=True, showmeans=True)
+        parts = ax.boxplot(data, patch_artist=True, showmeans=True, medianprops={"color": "black"},
+                           meanprops={"markerfacecolor": "white", "markeredgecolor": "black"})
         for patch, m in zip(parts["boxes"], methods):
             patch.set_facecolor(colors[m])
             patch.set_alpha(0.7)
         ax.set_xticks(range(1, len(methods) + 1))
         ax.set_xticklabels(methods, rotation=20, ha="right")
-        title = f"{dataset}: distribution over its {len(images)} images (box: quartiles, triangle: mean)"
+        title = f"{dataset}: distribution over its {len(images)} images (box: quartiles, line: median, triangle: mean)"
     ax.axhline(0, color="black", linewidth=0.8)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_ylabel(ylabel)

@@ -105,6 +105,7 @@ class Journal:
                     log.warning("%s line %d is unreadable (%s); ignored", self.path, n, err)
                     continue
                 self.entries[e.src] = e
+        self._owners = {e.dst: e.src for e in self.entries.values() if e.status == "ok" and e.dst}
         if lines > 2 * len(self.entries) + 100:  # compact: one line per source
             with atomic_write(self.path) as fh:
                 fh.write("".join(self._line(e) for e in self.entries.values()).encode())
@@ -130,7 +131,7 @@ class Journal:
 
     def owner_of(self, dst: str) -> str | None:
         """The source whose last successful output is ``dst``, if any."""
-        return next((e.src for e in self.entries.values() if e.status == "ok" and e.dst == dst), None)
+        return self._owners.get(dst)
 
     def record(self, entry: JournalEntry) -> None:
         """Append ``entry`` durably (flushed and fsynced) and make it the source's current entry."""
@@ -139,6 +140,11 @@ class Journal:
         self._fh.write(self._line(entry))
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        old = self.entries.get(entry.src)
+        if old is not None and self._owners.get(old.dst) == old.src:
+            del self._owners[old.dst]
+        if entry.status == "ok" and entry.dst:
+            self._owners[entry.dst] = entry.src
         self.entries[entry.src] = entry
 
     def close(self) -> None:
@@ -375,7 +381,7 @@ class FolderWatcher:
                 journal.record(replace(entry, size=sig[0], mtime_ns=sig[1], at=""))
                 self.counts["unchanged"] += 1
                 return
-            try:
+            try:  # decoded twice (here and in process_one): cheap next to the model, and keeps both simple
                 read_image(path, max_pixels=self.options.max_pixels)
             except ImageReadError as e:
                 if self._undecodable.get(path) != sig:  # maybe still being written: look again later

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import cli
-from conftest import photo
+from conftest import ROOT, photo
 from runtime import metrics
 from runtime.bench import (achieved, bench_latency, bench_quality, count_macs, load_dataset, matmul_gflops,
-                           write_latency, write_quality)
+                           read_quality_rows, write_latency, write_quality)
 from runtime.grids import LPIPS_UNAVAILABLE, bicubic_baseline
 from runtime.imageio import write_image
 from runtime.peers import _rgb_only
@@ -134,6 +137,9 @@ def test_quality_end_to_end(tiny, dataset: Path, tmp_path: Path) -> None:
     names = sorted(p.name for p in written)
     assert names == ["per_image_tinyset.png", "quality.md", "quality_per_image.csv", "quality_summary.csv",
                      "quality_vs_speed.png"]
+    back = read_quality_rows(tmp_path / "out" / "quality_per_image.csv")
+    assert [(r.method, r.image, r.lpips) for r in back] == [(r.method, r.image, r.lpips) for r in report.rows]
+    assert [r.psnr_y for r in back] == pytest.approx([r.psnr_y for r in report.rows], abs=1e-6)
     rows = list(csv.DictReader(open(tmp_path / "out" / "quality_per_image.csv")))
     assert len(rows) == 6 and rows[0]["method"] == "tiny" and float(rows[0]["psnr_y"]) == pytest.approx(
         report.rows[0].psnr_y, abs=1e-6)
@@ -193,3 +199,21 @@ def test_cli_bench_latency(tiny_path: Path, tmp_path: Path) -> None:
                                 "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "| CPU | 1 | 16 | 4 |" in r.stdout and (tmp_path / "latency.png").is_file()
+
+
+def test_bench_runs_without_torch(tiny_path: Path, dataset: Path, tmp_path: Path) -> None:
+    """The base install has no torch: both bench commands must not need it."""
+    from test_cli import BLOCK_TORCH
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    cli_py = str(ROOT / "cli.py")
+    for args in (["bench", "quality", str(dataset), "-m", str(tiny_path), "-o", str(tmp_path / "q")],
+                 ["bench", "latency", "-m", str(tiny_path), "--size", "16", "--tile-size", "8", "--threads", "1",
+                  "--runs", "1", "-o", str(tmp_path / "l")]):
+        r = subprocess.run([sys.executable, cli_py, *args, "--device", "cpu"], env=env, capture_output=True,
+                           text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "q" / "quality.md").is_file() and (tmp_path / "l" / "latency.md").is_file()

@@ -146,7 +146,7 @@ def test_runtime_imports_without_torch(torchless_env: dict[str, str]) -> None:
             "try:\n    import torch\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('torch not blocked')\n"
             "import runtime\n"
             "for m in ('errors','formats','defaults','session','tiler','imageio','metrics','registry','pipeline',"
-            "'grids','resize'):\n    importlib.import_module('runtime.' + m)\n"
+            "'grids','resize','watch','bench','peers','charts'):\n    importlib.import_module('runtime.' + m)\n"
             "import cli\n"
             "assert not any(k.split('.')[0] in ('torch', 'torchvision', 'lpips') for k in sys.modules)\n"
             "print('ok')\n")

@@ -165,3 +165,28 @@ def test_shipped_lpips_scores_set5_bicubic_like_the_literature(shared):
         model, _ = load_lpips(REAL_TRUNK)
         name, up, hr = pairs[1]
         assert abs(scores[1] - _ref(model, up, hr)) < 1e-5, name
+
+
+def test_lpips_onnx_is_finite_on_flat_images(tmp_path, monkeypatch):
+    """All-zero AlexNet features (as in flat white areas) must give 0, not 0/0 = NaN."""
+    import torchvision
+
+    from export.lpips_onnx import export_lpips
+    from runtime.lpips import LpipsOnnx
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    (tmp_path / "th" / "hub" / "checkpoints").mkdir(parents=True)
+    net = torchvision.models.alexnet(weights=None)
+    with torch.no_grad():
+        for m in net.features:
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.fill_(-1e3)  # every ReLU output is 0 for images in [0, 1]
+    torch.save(net.state_dict(), tmp_path / "th" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    path = tmp_path / "lpips.onnx"
+    export_lpips(path)
+    scorer = LpipsOnnx(path)
+    black = np.zeros((64, 64, 3), np.uint8)
+    half = black.copy()
+    half[:, 32:] = 255
+    for a, b in ((black, black), (black, half), (half, half)):
+        assert scorer.distance(a, b) == 0.0

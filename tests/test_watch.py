@@ -245,6 +245,21 @@ def test_new_only_leaves_existing_files_until_they_change(tiny, dirs) -> None:
     assert_upscaled(changed, out / "old.png", tiny)
 
 
+def test_two_sources_with_one_output_name_get_two_outputs(tiny, dirs) -> None:
+    in_dir, out = dirs
+    png, jpg = photo(10, 10, seed=1), photo(10, 10, seed=2)
+    with watching(in_dir, out, tiny, options=UpscaleOptions(format="png")) as run:
+        write_image(in_dir / "a.png", png)
+        run.wait_ok({"a.png"})
+        write_image(in_dir / "a.jpg", jpg)
+        run.wait_ok({"a.jpg"})
+    assert_upscaled(png, out / "a.png", tiny)
+    assert {e["src"]: e["dst"] for e in journal_lines(out)} == {"a.png": "a.png", "a.jpg": "a_2.png"}
+    with watching(in_dir, out, tiny, options=UpscaleOptions(format="png")) as again:  # a restart keeps the names
+        again.quiet()
+        assert not again.results and again.watcher.counts["unchanged"] == 2
+
+
 def test_second_watcher_on_the_same_output_is_refused(tiny, dirs) -> None:
     in_dir, out = dirs
     with watching(in_dir, out, tiny):
