@@ -10,6 +10,7 @@ error (bad option, no images, missing model, unavailable device).
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from pathlib import Path
@@ -389,6 +390,8 @@ def eval_(
     tile: Annotated[int, typer.Option("--tile", min=0, help="tile side in LR pixels; 0 = whole image")] = 0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="use the raw G weights, not the EMA")] = False,
     grids: Annotated[int, typer.Option("--grids", min=0, help="comparison grids per set")] = 5,
+    record: Annotated[bool, typer.Option("--record", help="write the means into the ONNX model's metadata "
+                                         "and model card (needs --out and an .onnx MODEL)")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """PSNR/SSIM (Y, border 4) and LPIPS of a model and of bicubic, per image and mean."""
@@ -411,6 +414,14 @@ def eval_(
     typer.echo(report.table(), nl=False)
     if out is not None:
         typer.echo(f"written: {out}/summary.csv, summary.txt, <set>.csv, grids/, patches/")
+    if record:
+        if out is None or model.suffix != ".onnx":
+            typer.echo("error: --record needs --out and an .onnx model", err=True)
+            raise typer.Exit(2)
+        from export.model_card import quality_from_csv, record_quality
+
+        card = record_quality(model, quality_from_csv(out / "summary.csv"))
+        typer.echo(f"recorded in {model.name} metadata and {', '.join(p.name for p in card)}")
 
 
 @app.command("fetch-div2k")
@@ -434,13 +445,24 @@ def fetch_div2k_cmd(
 
 
 # ---- export (torch + onnx; installed with the `export` extra) ------------------------------
-def _export_errors() -> tuple[type[Exception], ...]:
-    from export.errors import ExportError
+@contextlib.contextmanager
+def _export_failures():
+    """Map export errors to exit codes: 1 for a failed parity check (its table shown), 2 for the rest."""
+    from export.errors import ExportError, ParityError
     from runtime.errors import SRError
     from trainer.checkpoint import CheckpointError
     from trainer.pretrained import PretrainedWeightsError
 
-    return ExportError, CheckpointError, PretrainedWeightsError, SRError
+    try:
+        yield
+    except ParityError as e:
+        if e.report is not None:
+            typer.echo(e.report.table())
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except (ExportError, CheckpointError, PretrainedWeightsError, SRError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("export")
@@ -465,22 +487,13 @@ def export_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export a checkpoint to ONNX with metadata, a parity report and a model card."""
-    from export.errors import ParityError
     from export.onnx_export import export_generator
 
     _setup_logging(verbose)
     kinds = [v.strip() for v in variants.split(",") if v.strip()]
-    try:
+    with _export_failures():
         report = export_generator(checkpoint, output, opset=opset, use_ema=ema, variants=kinds,
                                   calibration_dirs=calib, eval_csv=eval_csv, trained_on=trained_on)
-    except ParityError as e:
-        if e.report is not None:
-            typer.echo(e.report.table())
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    except _export_errors() as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(report.parity.table())
     typer.echo(f"receptive radius: {report.receptive_radius} LR px (measured {report.measured_radius}); "
                f"opset {report.opset}")
@@ -500,21 +513,12 @@ def export_lpips_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export AlexNet LPIPS v0.1 to ONNX so the runtime scores LPIPS without torch."""
-    from export.errors import ParityError
     from export.lpips_onnx import export_lpips
     from runtime.lpips import default_lpips_path
 
     _setup_logging(verbose)
-    try:
+    with _export_failures():
         report = export_lpips(output or default_lpips_path(), weights)
-    except ParityError as e:
-        if e.report is not None:
-            typer.echo(e.report.table())
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    except _export_errors() as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(report.parity.table())
     mean = report.set5_bicubic_mean
     typer.echo(f"trunk: {report.source}")

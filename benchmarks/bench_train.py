@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import tempfile
 import time
 from datetime import date
@@ -16,21 +15,12 @@ from pathlib import Path
 
 import torch
 
+from runtime.bench import machine_info
 from trainer.config import apply_overrides, preset
 from trainer.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "T91"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(preset_name: str, amp: str, steps: int, extra: dict) -> float:
@@ -58,7 +48,7 @@ def main() -> None:
         ("srgan phase 2 (G + D + VGG)", "srgan", {}),
     ]
     print(f"# training throughput, {date.today()}\n")
-    print(f"machine: {_cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+    print(f"machine: {machine_info()['cpu']}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"bf16 kernels: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}\n")
     print("| setting | batch x HR patch | fp32 steps/s | bf16 steps/s | fp32 img/s | bf16 img/s | bf16 speed-up |")
     print("|---|---|---|---|---|---|---|")

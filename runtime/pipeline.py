@@ -184,6 +184,7 @@ def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TIL
 
 
 def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, grid: Path | None,
+             lpips: grids.LpipsFn | None,
              ) -> tuple[dict[str, float | str] | None, str]:
     """Scores against the HR file and the grid figure; returns (scores, note)."""
     lr_c, sr_c = _color(lr), _color(sr)
@@ -194,7 +195,7 @@ def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, g
     else:
         try:
             hr = grids.match_reference(_color(read_image(hr_path).pixels), sr_c.shape[0], sr_c.shape[1], scale)
-            scores = grids.score(sr_c, bicubic, hr, scale)
+            scores = grids.score(sr_c, bicubic, hr, scale, lpips)
         except (SRError, ValueError) as e:
             note = f"HR {hr_path}: {e}"
     if grid is not None:
@@ -205,11 +206,13 @@ def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, g
 
 def process_one(src: str | Path, dst: str | Path, model: SRModel, options: UpscaleOptions = UpscaleOptions(), *,
                 hr: Path | None = None, grid: Path | None = None, compare: bool = False,
+                lpips: grids.LpipsFn | None = None,
                 progress: Callable[[int], None] | None = None) -> FileResult:
     """Upscale the file ``src`` into ``dst`` (format from its suffix); never raises for per-file problems.
 
     Skips (status ``skipped``) when ``dst`` exists and ``options.overwrite`` is
-    False. With ``compare``, scores against the HR file ``hr`` (when not None)
+    False. With ``compare``, scores against the HR file ``hr`` (when not None;
+    LPIPS with the ``lpips`` scorer, else the column says how to get one)
     and writes the figure to ``grid`` (when not None). ``progress`` gets LR
     pixels done. Errors from the file itself (unreadable, too large, output
     unwritable...) come back as status ``failed`` with the reason.
@@ -227,7 +230,7 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
         fmt = format_of(dst) or "png"
         out = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
         sr = upscale_image(image.pixels, model, tile=options.tile, alpha=options.alpha, out=out, progress=progress)
-        scores, note = _compare(image.pixels, sr, s, hr, grid) if compare else (None, "")
+        scores, note = _compare(image.pixels, sr, s, hr, grid, lpips) if compare else (None, "")
         if options.outscale is not None:
             sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -369,6 +372,12 @@ def upscale_batch(
         raise UsageError(f"no images found in {', '.join(map(str, inputs))}"
                          + ("" if recursive else " (add --recursive for subfolders)"))
     sr_model = load_model(resolve_model(model), device=device, threads=threads)
+    scorer = None
+    if hr is not None:
+        from .lpips import available_lpips
+
+        found = available_lpips()
+        scorer = found.distance if found is not None else None
     s2 = sr_model.scale ** 2
     if progress is not None:
         progress.start(sum(j.pixels for j in jobs) * s2, len(jobs))
@@ -389,7 +398,7 @@ def upscale_batch(
             try:
                 result = process_one(job.src, job.dst, sr_model, options, compare=hr is not None or grid,
                                      hr=_find_hr(hr, job.rel) if hr else None, grid=job.grid,
-                                     progress=tick)
+                                     lpips=scorer, progress=tick)
             except Exception as e:  # a bug must not lose the rest of the batch; it is logged in full
                 log.exception("unexpected error on %s", job.src)
                 result = FileResult(job.src, job.dst, "failed", f"internal error {type(e).__name__}: {e}")

@@ -26,7 +26,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
-        ModelEntry("srresnet", "srresnet_x4.onnx", "SRResNet-16 x4, MSE-trained (sharp PSNR-oriented baseline)"),
+        ModelEntry("srresnet", "srresnet_x4.onnx", "SRResNet-16 x4, L1-trained, PSNR-oriented (psnr preset)"),
         ModelEntry("srgan", "srgan_x4.onnx", "SRGAN x4, perceptual + adversarial fine-tune of SRResNet"),
         ModelEntry("srcnn", "srcnn_x4.onnx", "SRCNN 9-1-5 x4 on bicubic input (classic baseline)"),
     )

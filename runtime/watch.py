@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from .errors import ImageReadError, UsageError
+from .files import file_sha256
 from .formats import INPUT_SUFFIXES
 from .imageio import atomic_write, read_image
 from .pipeline import FileResult, UpscaleOptions, plan_jobs, process_one
@@ -149,14 +149,6 @@ class Journal:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- watcher
@@ -376,7 +368,7 @@ class FolderWatcher:
             if entry is not None and (entry.size, entry.mtime_ns) == sig:
                 self.counts["unchanged"] += 1
                 return
-            digest = _sha256(path)
+            digest = file_sha256(path)
             if entry is not None and entry.sha256 == digest:  # touched or copied again, same content
                 journal.record(replace(entry, size=sig[0], mtime_ns=sig[1], at=""))
                 self.counts["unchanged"] += 1

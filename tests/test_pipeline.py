@@ -234,3 +234,24 @@ def test_no_temp_files_survive_an_interrupted_write(tiny, tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         process_one(tmp_path / "a.png", tmp_path / "out" / "a.png", tiny)
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_metrics_csv_has_lpips_when_the_lpips_model_is_shipped(tiny_path: Path, tmp_path: Path, monkeypatch) -> None:
+    from runtime.lpips import LpipsOnnx
+    from runtime.registry import models_dir
+
+    shipped = models_dir() / "lpips_alex.onnx"
+    if not shipped.is_file():
+        pytest.skip("models/lpips_alex.onnx not present")
+    hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
+    hr_dir.mkdir()
+    lr_dir.mkdir()
+    hr = photo(64, 64, 3, seed=3)
+    write_image(hr_dir / "a.png", hr)
+    write_image(lr_dir / "a.png", imresize(hr, 0.25))
+    out = tmp_path / "out"
+    upscale_batch([lr_dir], out, model=tiny_path, device="cpu", hr_dir=hr_dir)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    expected = LpipsOnnx(shipped).distance(read_image(out / "a.png").pixels, hr)
+    assert float(rows[0]["lpips"]) == pytest.approx(expected, abs=1e-6)
+    assert float(rows[0]["bicubic_lpips"]) >= 0 and float(rows[1]["lpips"]) == pytest.approx(expected, abs=1e-6)

@@ -76,6 +76,22 @@ def test_train_resume_eval_cli(tmp_path, data_dir, val_dir):
     assert [r["file"] for r in rows] == ["baby.png", "bird.png", "mean"]
     assert abs(float(rows[2]["bicubic_psnr_y"]) - (float(rows[0]["bicubic_psnr_y"]) + float(rows[1]["bicubic_psnr_y"])) / 2) < 1e-4
 
+    # export the trained generator, evaluate the ONNX file and record the numbers in its card
+    onnx_path = tmp_path / "m" / "tiny_x4.onnx"
+    res = runner.invoke(app, ["export", str(run / "generator.pt"), "-o", str(onnx_path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", str(onnx_path), "--data", str(val_dir), "-o", str(tmp_path / "ev2"),
+                              "--device", "cpu", "--record"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "ev2" / "summary.csv") as fh:
+        summary = next(csv.DictReader(fh))
+    card = json.loads(onnx_path.with_name("tiny_x4.card.json").read_text())
+    measured = card["quality"][val_dir.name]
+    assert measured["model"]["psnr_y"] == pytest.approx(float(summary["psnr_y"]), abs=1e-5)
+    assert measured["bicubic"]["psnr_y"] == pytest.approx(float(summary["bicubic_psnr_y"]), abs=1e-5)
+    res = runner.invoke(app, ["eval", str(run / "generator.pt"), "--data", str(val_dir), "--record"])
+    assert res.exit_code == 2 and "--record needs" in res.output
+
 
 def test_train_cli_errors(tmp_path, data_dir):
     runner = CliRunner()

@@ -8,13 +8,14 @@ same layout with the training-only entries absent.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from runtime.files import file_sha256
 
 from .models import build_generator
 
@@ -74,11 +75,3 @@ def generator_from_checkpoint(path: Path, use_ema: bool = True) -> tuple[torch.n
     weights = state.get("g_ema") if use_ema and state.get("g_ema") else state["g"]
     model.load_state_dict(weights)
     return model.eval(), state
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

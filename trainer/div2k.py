@@ -10,7 +10,6 @@ download's hash is what later runs are held to.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -18,6 +17,8 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from runtime.files import file_sha256
 
 from .data import DataError
 
@@ -31,14 +32,6 @@ ARCHIVES = {
     "valid_hr": "DIV2K_valid_HR.zip",
     "valid_lr_x4": "DIV2K_valid_LR_bicubic_X4.zip",
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -83,7 +76,7 @@ def fetch_div2k(root: Path, parts: tuple[str, ...] = ("train_hr", "train_lr_x4")
                     f"with --data DIR (DIV2K is not required)."
                 ) from None
             part_file.replace(archive)
-        digest = _sha256(archive)
+        digest = file_sha256(archive)
         if want and digest != want:
             raise DataError(f"{archive} has sha256 {digest}, expected {want}: delete it and fetch again")
         record = manifest.get(name, {})
