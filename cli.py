@@ -373,7 +373,7 @@ def train(
         raise typer.Exit(2) from None
     finally:
         bar.stop()
-    typer.echo(f"{cfg.preset}: step {result.step}/{cfg.steps} (phase 1 = first {result.warmup_steps} steps, "
+    typer.echo(f"{cfg.preset}: step {result.step}/{result.steps} (phase 1 = first {result.warmup_steps} steps, "
                f"1 epoch = {result.epoch_steps} steps); checkpoint {result.checkpoint}")
 
 

@@ -37,6 +37,8 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny(name: str = "report", **kw):
     base = dict(blocks=2, channels=8, batch=2, hr_patch=32, workers=0, log_every=1, checkpoint_every=1000,
                 amp="off", channels_last=False, ema_decay=0.9)
+    if "steps" in kw:
+        base["epochs"] = None  # an explicit step count, as the CLI's --steps
     base.update(kw)
     return apply_overrides(preset(name), base)
 
@@ -362,3 +364,15 @@ def test_fetch_div2k_downloads_verifies_and_caches(tmp_path):
         assert not list((tmp_path / "other").glob("*.part"))
     finally:
         server.shutdown()
+
+
+def test_report_preset_counts_epochs(tiny_data, tmp_path):
+    cfg = preset("report")
+    assert cfg.resolve_steps(31) == 18 * 31 and cfg.resolve_warmup(31) == 2 * 31
+    assert apply_overrides(cfg, {"steps": 7, "epochs": "none"}).resolve_steps(31) == 7
+    seen = []
+    result = train(tiny("report", checkpoint_every=10**6), [tiny_data], tmp_path, random_vgg=True,
+                   on_log=seen.append)
+    # 3 images, batch 2 -> 1 epoch = 2 steps: 2 warm-up epochs + 16 adversarial = 36 steps
+    assert (result.epoch_steps, result.warmup_steps, result.steps, result.step) == (2, 4, 36, 36)
+    assert [r["phase"] for r in seen].count(1) == 4 and sum("d_loss" in r for r in seen) == 5  # 0-based steps 6, 12, ..., 30

@@ -34,7 +34,8 @@ class TrainConfig:
     workers: int = 2
     augment: bool = True                    # flips + 90-degree rotations
     # schedule (steps are the unit; an epoch = ceil(n_images / batch) steps, printed at start)
-    steps: int = 10000
+    steps: int = 10000                      # total steps (phase 1 + phase 2)
+    epochs: float | None = None             # if set, total = epochs x epoch steps (an explicit --steps clears it)
     warmup_steps: int | None = None         # phase-1 length; None -> warmup_epochs
     warmup_epochs: float | None = None
     lr_g: float = 1e-4
@@ -91,23 +92,27 @@ class TrainConfig:
             return dict(scale=self.scale)
         raise ConfigError(f"unknown arch {self.arch!r}; choose srresnet or srcnn")
 
+    def resolve_steps(self, epoch_steps: int) -> int:
+        """Total steps: ``epochs`` x ``epoch_steps`` when epochs is set, else ``steps``."""
+        return self.steps if self.epochs is None else int(round(self.epochs * epoch_steps))
+
     def resolve_warmup(self, epoch_steps: int) -> int:
         """Phase-1 length in steps (explicit steps win over epochs; default: the whole run)."""
         if self.warmup_steps is not None:
             return self.warmup_steps
         if self.warmup_epochs is not None:
             return int(round(self.warmup_epochs * epoch_steps))
-        return self.steps
+        return self.resolve_steps(epoch_steps)
 
-    def uses_gan(self, warmup: int) -> bool:
-        return self.steps > warmup and self.adv > 0
+    def uses_gan(self, warmup: int, steps: int) -> bool:
+        return steps > warmup and self.adv > 0
 
 
 PRESETS: dict[str, TrainConfig] = {
     # The SRGAN report's numbers: 2 warm-up + 16 adversarial epochs, batch 16, HR 96, Adam 1e-4
     # for G and D, content (VGG relu5_4) + 0.07 pixel + 1e-6 adversarial, D every 6 steps.
     "report": TrainConfig(
-        preset="report", warmup_epochs=2, steps=0, warmup_pixel=0.07, warmup_content=1.0,
+        preset="report", warmup_epochs=2, epochs=18, warmup_pixel=0.07, warmup_content=1.0,
         pixel=0.07, content=1.0, adv=1e-6, d_every=6, content_layer="relu5_4", pixel_loss="l1",
     ),
     # Ledig et al.: MSE SRResNet warm-up, then VGG54/12.75 + 1e-3 adversarial, lr 1e-4 then 1e-5.

@@ -77,6 +77,7 @@ def run_training(*, preset_name: str | None, data: list[Path], out: Path, steps:
     overrides = dict(overrides or {})
     if steps is not None:
         overrides["steps"] = steps
+        overrides["epochs"] = None  # an explicit step count wins over a preset's epochs
     cfg = resolve_config(preset_name, out, resume, overrides)
     hook = _validator(Path(out), list(val), cfg.scale) if val else None
     result = train(cfg, list(data), Path(out), resume=resume, device=device, vgg_weights=vgg_weights,

@@ -42,6 +42,7 @@ LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "adv_g", 
 class RunResult:
     out_dir: Path
     step: int
+    steps: int
     warmup_steps: int
     epoch_steps: int
     checkpoint: Path
@@ -124,8 +125,8 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     pairs = load_pairs(list(data), cfg.scale, cfg.degradation, min_hr=cfg.hr_patch, cache_dir=cache_dir)
     ep = epoch_steps(len(pairs), cfg.batch * world)
     warmup = cfg.resolve_warmup(ep)
-    steps = cfg.steps
-    use_gan = cfg.uses_gan(warmup)
+    steps = cfg.resolve_steps(ep)
+    use_gan = cfg.uses_gan(warmup, steps)
     needs_vgg = cfg.warmup_content > 0 and warmup > 0 or use_gan and cfg.content > 0
 
     G = build_generator(cfg.arch, **cfg.model_kwargs()).to(dev)
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json", extra={
-            "epoch_steps": ep, "warmup_steps": warmup, "train_images": len(pairs), "world_size": world,
+            "epoch_steps": ep, "steps": steps, "warmup_steps": warmup, "train_images": len(pairs), "world_size": world,
             "device": str(dev), "autocast": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "data": [str(p) for p in data], "content_loss": content_info,
         })
@@ -295,7 +296,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    return RunResult(out, step, warmup, ep, ckpt_path, last, content_info)
+    return RunResult(out, step, steps, warmup, ep, ckpt_path, last, content_info)
 
 
 def _fmt(v: Any) -> Any:
