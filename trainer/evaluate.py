@@ -21,7 +21,7 @@ from runtime import grids
 from runtime.imageio import atomic_write, read_image, write_image
 from runtime.pipeline import upscale_image
 
-from .data import discover
+from .data import degrade, discover
 
 __all__ = ["TorchSR", "load_for_eval", "evaluate", "EvalReport", "SetSummary", "write_results_zip",
            "DEFAULT_SETS"]
@@ -123,8 +123,6 @@ def evaluate(model, data_dirs: list[Path], out_dir: Path | None, *, description:
     ``summary.csv``, ``summary.txt``, ``grids/<set>/<name>.png`` and
     ``patches/<set>/<name>.png`` for the first ``grids_per_set`` images.
     """
-    from .data import _load_one  # one pairing rule for training and evaluation
-
     scale = model.scale
     report = EvalReport(description or str(model), out_dir=out_dir)
     for root in map(Path, data_dirs):
@@ -136,9 +134,9 @@ def evaluate(model, data_dirs: list[Path], out_dir: Path | None, *, description:
             if lr_path is not None:
                 lr = read_image(lr_path).pixels
                 lr = lr[:, :, :1] if lr.shape[2] in (1, 2) else lr[:, :, :3]
-            else:
-                pair = _load_one(hr_path, None, scale, "matlab", None)
-                lr = pair.lr if hr_full.shape[2] == 3 else pair.lr[:, :, :1]
+            else:  # no official LR: the same MATLAB degradation as training, on the mod-scale crop
+                h, w = (hr_full.shape[0] // scale) * scale, (hr_full.shape[1] // scale) * scale
+                lr = degrade(np.ascontiguousarray(hr_full[:h, :w]), scale)
             sr = upscale_image(lr, model, tile=tile)
             hr = grids.match_reference(hr_full, sr.shape[0], sr.shape[1], scale)
             bicubic = grids.bicubic_baseline(lr, scale)
