@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from runtime import __version__
-from runtime.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
+from runtime.defaults import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
 from runtime.formats import FORMATS
 from runtime.registry import DEFAULT_MODEL, MODELS
 
@@ -68,6 +68,9 @@ OutscaleOpt = Annotated[Optional[float], typer.Option(
     "--outscale", min=0.01, max=64.0, help="final size factor vs the input, e.g. 2 or 3.5 (Lanczos from the x4 result)")]
 AlphaOpt = Annotated[AlphaMode, typer.Option("--alpha", help="how the alpha channel is upscaled")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="refuse inputs with more pixels than this")]
+MaxMemoryOpt = Annotated[int, typer.Option(
+    "--max-memory", min=0, help="MiB one CPU inference call may use: tiles larger than that are split "
+    "(same result, from the model's measured bytes per pixel); 0 = no cap")]
 GridOpt = Annotated[bool, typer.Option("--grid", help="write comparison figures to OUT/grids")]
 HrOpt = Annotated[Optional[Path], typer.Option("--hr", exists=True, file_okay=False,
                                                help="folder of HR references (same names) for PSNR/SSIM")]
@@ -175,6 +178,7 @@ def upscale(
     outscale: OutscaleOpt = None,
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
     grid: GridOpt = False,
     hr: HrOpt = None,
     metrics: MetricsOpt = None,
@@ -189,7 +193,7 @@ def upscale(
     try:
         options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                                  format=format.value if format else None, quality=quality,
-                                 overwrite=overwrite, max_pixels=max_pixels)
+                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None)
         report = upscale_batch(inputs, output, model=model, device=device.value, threads=threads, options=options,
                                recursive=recursive, glob=glob, hr_dir=hr, grid=grid, metrics_csv=metrics,
                                progress=bar)
@@ -221,6 +225,7 @@ def watch(
     outscale: OutscaleOpt = None,
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
     settle: Annotated[float, typer.Option("--settle", min=0.0, max=3600.0,
                                           help="seconds a file must stay unchanged before it is read")] = 1.0,
     polling: Annotated[bool, typer.Option("--polling", help="poll the folder (network shares without "
@@ -246,7 +251,7 @@ def watch(
     try:
         options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                                  format=format.value if format else None, quality=quality,
-                                 overwrite=overwrite, max_pixels=max_pixels)
+                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None)
         sr_model = load_model(resolve_model(model), device=device.value, threads=threads)
         watcher = FolderWatcher(in_dir, output, sr_model, options, recursive=recursive, new_only=new_only,
                                 glob=glob, settle=settle, polling=polling, on_result=show)

@@ -115,6 +115,7 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "output": f"sr: float32 NCHW RGB, H*{meta.get('scale')} x W*{meta.get('scale')}, linear (clamp to [0,1])",
             "receptive_radius_lr_px": int(meta.get("receptive_radius", -1)),
             "opset": int(meta.get("opset", -1)),
+            "memory_bytes_per_lr_pixel": int(meta["memory_bytes_per_pixel"]) if "memory_bytes_per_pixel" in meta else None,
         },
         "training": {
             "trained_on": meta.get("trained_on"), "preset": training.get("preset"),
@@ -146,6 +147,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         "## Contract", "",
         f"- Input {c['input']}; output {c['output']}.",
         f"- Receptive radius {c['receptive_radius_lr_px']} LR px (the tiler's minimum pad); ONNX opset {c['opset']}.",
+        f"- CPU inference memory, measured: {_fmt(c.get('memory_bytes_per_lr_pixel'))} bytes per LR pixel of a call "
+        "(sizes tiles for `--max-memory`).",
         "", "## Training", "",
         f"- Data: {t['trained_on']}.",
         f"- Preset `{t['preset']}`, {t['steps']} steps (phase {t['phase']}, warm-up {t['warmup_steps']} steps), "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from runtime.bench import measure_memory_per_pixel
 from trainer.checkpoint import file_sha256, generator_from_checkpoint
 
 from ._io import SHARED_DATA, atomic_write_bytes, sidecar, write_json
@@ -235,7 +236,9 @@ def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_O
        basic optimisation offline, attach metadata, ``onnx.checker`` full check.
     4. Parity vs torch on random inputs at two sizes and on ``real_images``
        (default: ``../shared/data/Set5/LR_bicubic_x4`` when present); fp32 must
-       stay under max abs 1e-4. Only then is ``out_path`` written (atomically).
+       stay under max abs 1e-4. Host memory per LR pixel of a CPU inference call
+       is measured into ``memory_bytes_per_pixel`` (Linux; the runtime's
+       ``--max-memory`` uses it). Only then is ``out_path`` written (atomically).
     5. Build and measure ``variants`` (``fp16``, ``int8``; see export.variants).
     6. Write ``NAME.parity.json`` and the model card (``NAME.card.json``, ``NAME.md``).
 
@@ -282,6 +285,11 @@ def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_O
                                 real_images=images_desc)
         parity.model = str(out_path)
         parity.check()
+        per_pixel = measure_memory_per_pixel(staged)
+    if per_pixel is not None:  # what the runtime's --max-memory budget sizes tiles by
+        meta["memory_bytes_per_pixel"] = str(per_pixel)
+        set_metadata(proto, meta)
+        data = proto.SerializeToString()
     parity.model = out_path.name  # the report travels with the file: no machine-specific paths
     atomic_write_bytes(out_path, data)
     log.info("wrote %s; parity max abs %.2e", out_path, parity.max_abs)

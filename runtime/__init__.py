@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "session", "SRModel": "session",
-    "plan_tiles": "tiler", "upscale_tiled": "tiler", "Tile": "tiler",
-    "read_image": "imageio", "write_image": "imageio", "Decoded": "imageio",
+    "plan_tiles": "tiler", "upscale_rows": "tiler", "upscale_tiled": "tiler", "fit_tile": "tiler", "Tile": "tiler",
+    "read_image": "imageio", "write_image": "imageio", "write_image_bands": "imageio", "Decoded": "imageio",
     "psnr": "metrics", "ssim": "metrics",
     "MODELS": "registry", "resolve_model": "registry",
     "UpscaleOptions": "pipeline", "FileResult": "pipeline", "BatchReport": "pipeline",
-    "process_one": "pipeline", "upscale_batch": "pipeline", "upscale_image": "pipeline",
+    "process_one": "pipeline", "upscale_batch": "pipeline", "upscale_image": "pipeline", "upscale_bands": "pipeline",
     "imresize": "resize",
 }
 

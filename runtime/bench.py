@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import platform
 import re
@@ -121,6 +122,35 @@ def _peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux)."""
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def measure_memory_per_pixel(path: str | Path, sizes: tuple[int, ...] = (128, 192)) -> int | None:
+    """Host memory one CPU inference call takes per LR input pixel, in bytes, measured.
+
+    For each size a fresh session runs one size x size input; the rise of the
+    peak RSS above the resident set just before the call, divided by the
+    input's pixels, is that size's figure, and the largest is returned (what
+    the tiler's memory budget uses: ``memory_bytes_per_pixel`` metadata).
+    None where the peak cannot be reset (not Linux).
+    """
+    from .session import load_model
+
+    worst = 0.0
+    for n in sizes:
+        model = load_model(path, device="cpu")
+        x = np.full((1, 3, n, n), 0.5, np.float32)
+        before = _rss_mb()
+        if not _reset_peak_rss():
+            return None
+        model(x)
+        worst = max(worst, (_peak_rss_mb() - before) * (1 << 20) / (n * n))
+        del model
+    return int(math.ceil(worst))
 
 
 # ---------------------------------------------------------------- FLOPs and peak
@@ -335,11 +365,11 @@ def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILE
                 n_tiles = len(plan_tiles(*lr_size, tile, pad))
                 _reset_peak_rss()
                 for _ in range(warmup):
-                    upscale_image(img, model, tile=tile)
+                    upscale_image(img, model, tile=tile, max_memory=None)
                 times = []
                 for _ in range(runs):
                     t0 = time.perf_counter()
-                    out = upscale_image(img, model, tile=tile)
+                    out = upscale_image(img, model, tile=tile, max_memory=None)
                     times.append(time.perf_counter() - t0)
                 sec = statistics.median(times)
                 gflops = frac = None

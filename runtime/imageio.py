@@ -6,9 +6,11 @@ alpha), 3 (RGB) or 4 (RGBA). Decoding applies the EXIF orientation and keeps
 the ICC profile and EXIF; palette images become RGB(A), CMYK becomes RGB,
 1-bit becomes gray. 16-bit PNG and TIFF stay 16-bit.
 
-Encoding: PNG is written by a small streaming writer here (any of the four
-layouts, 8 or 16 bit, with ICC and EXIF), so a huge result is never copied;
-16-bit TIFF goes through tifffile; everything else through Pillow. Every
+Encoding takes the image whole or as bands of rows (:func:`write_image_bands`).
+PNG is written by a small streaming writer here (any of the four layouts, 8 or
+16 bit, with ICC and EXIF) and JPEG by stitching band-wise Pillow encodes
+(:mod:`runtime.jpegstream`), so a huge result need never be in memory at once;
+16-bit TIFF goes through tifffile; WebP, TIFF and BMP through Pillow. Every
 write goes to a temporary file in the target folder and is moved into place
 with ``os.replace``, so no partial output file is ever left behind.
 """
@@ -22,7 +24,7 @@ import struct
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -32,8 +34,9 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import ImageReadError, ImageTooLargeError, UnsupportedOutputError
 from .formats import FORMATS, INPUT_SUFFIXES, format_of
+from .jpegstream import write_jpeg_bands
 
-__all__ = ["Decoded", "read_image", "probe_size", "write_image", "allocate_pixels", "atomic_write", "resize_lanczos"]
+__all__ = ["Decoded", "read_image", "probe_size", "write_image", "write_image_bands", "allocate_pixels", "atomic_write", "resize_lanczos"]
 
 log = logging.getLogger(__name__)
 
@@ -255,11 +258,11 @@ def allocate_pixels(height: int, width: int, channels: int, dtype: np.dtype | ty
                     fmt: str | None = None) -> np.ndarray:
     """An uninitialised (height, width, channels) result buffer that ``fmt`` can encode without a copy.
 
-    For 8-bit RGB bound for JPEG or WebP the memory is RGBX (4 bytes a pixel,
+    For 8-bit RGB bound for WebP the memory is RGBX (4 bytes a pixel,
     Pillow's own layout) and a 3-channel view is returned; otherwise a plain
     contiguous array.
     """
-    if channels == 3 and np.dtype(dtype) == np.uint8 and fmt in ("jpeg", "webp"):
+    if channels == 3 and np.dtype(dtype) == np.uint8 and fmt == "webp":
         return np.empty((height, width, 4), np.uint8)[:, :, :3]
     return np.empty((height, width, channels), dtype)
 
@@ -316,25 +319,51 @@ def write_image(path: str | Path, pixels: np.ndarray, *, quality: int = 95, icc_
     Raises :class:`~runtime.errors.UnsupportedOutputError` for an unknown
     suffix or alpha in JPEG, OSError if the file system fails.
     """
+    h, w, c = pixels.shape
+    write_image_bands(path, h, w, c, pixels.dtype, [pixels], quality=quality, icc_profile=icc_profile, exif=exif,
+                      compress_level=compress_level)
+
+
+def write_image_bands(path: str | Path, height: int, width: int, channels: int, dtype: np.dtype | type,
+                      bands: Iterable[np.ndarray], *, quality: int = 95, icc_profile: bytes | None = None,
+                      exif: Image.Exif | None = None, compress_level: int = 6) -> None:
+    """:func:`write_image` for an image that arrives as bands of rows, top to bottom.
+
+    PNG and JPEG are encoded as the bands come, so the whole image is never in
+    memory; WebP, TIFF and BMP encoders need it whole, so their bands are joined
+    first. The file appears only when every band has been written; an exception
+    from ``bands`` (e.g. inference failing half way) leaves nothing behind.
+    Raises as :func:`write_image`, and ValueError if the bands do not add up to
+    ``height`` x ``width`` x ``channels``.
+    """
     path = Path(path)
     fmt = format_of(path)
     if fmt is None:
         raise UnsupportedOutputError(path, f"unknown output suffix; use one of {', '.join(sorted(INPUT_SUFFIXES))}")
     spec = FORMATS[fmt]
-    h, w, c = pixels.shape
-    if c in (2, 4) and not spec.alpha:
+    if channels in (2, 4) and not spec.alpha:
         raise UnsupportedOutputError(path, f"{spec.pil} has no alpha channel; use --format png or webp")
-    if pixels.dtype == np.uint16 and not spec.deep:
+    deep = np.dtype(dtype) == np.uint16
+    if deep and not spec.deep:
         log.info("%s: %s holds 8 bits per channel; 16-bit result reduced to 8 bits", path, spec.pil)
-        pixels = _to_8bit(pixels)
-    out_exif = _exif_for_output(exif, w, h)
+        bands = map(_to_8bit, bands)
+    out_exif = _exif_for_output(exif, width, height)
     with atomic_write(path) as fh:
         if fmt == "png":
-            _write_png(fh, pixels, icc_profile=icc_profile, exif=_exif_payload(out_exif), level=compress_level)
-        elif fmt == "tiff" and pixels.dtype == np.uint16:
-            _write_tiff16(fh, pixels, icc_profile)
+            _write_png(fh, height, width, channels, 16 if deep else 8, bands, icc_profile=icc_profile,
+                       exif=_exif_payload(out_exif), level=compress_level)
+        elif fmt == "jpeg":
+            write_jpeg_bands(fh, height, width, channels, bands, quality=quality, icc_profile=icc_profile,
+                             exif=out_exif.tobytes() if out_exif is not None else None)
         else:
-            _write_pil(fh, pixels, fmt, quality=quality, icc_profile=icc_profile, exif=out_exif)
+            parts = list(bands)
+            pixels = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if pixels.shape != (height, width, channels):
+                raise ValueError(f"bands make {pixels.shape}, expected {(height, width, channels)}")
+            if fmt == "tiff" and deep:
+                _write_tiff16(fh, pixels, icc_profile)
+            else:
+                _write_pil(fh, pixels, fmt, quality=quality, icc_profile=icc_profile, exif=out_exif)
 
 
 def _write_pil(fh: IO[bytes], pixels: np.ndarray, fmt: str, *, quality: int, icc_profile: bytes | None,
@@ -390,11 +419,10 @@ def _paeth_rows(rows: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
     return out
 
 
-def _write_png(fh: IO[bytes], pixels: np.ndarray, *, icc_profile: bytes | None, exif: bytes | None,
-               level: int) -> None:
-    """Stream (H, W, C) uint8/uint16 ``pixels`` as PNG, a band of rows at a time (no full copy)."""
-    h, w, c = pixels.shape
-    depth = 16 if pixels.dtype == np.uint16 else 8
+def _write_png(fh: IO[bytes], height: int, width: int, channels: int, depth: int, bands: Iterable[np.ndarray], *,
+               icc_profile: bytes | None, exif: bytes | None, level: int) -> None:
+    """Stream bands of (rows, W, C) uint8/uint16 pixels as PNG, ~1 MB of rows at a time (no full copy)."""
+    h, w, c = height, width, channels
     bpp = c * depth // 8
     fh.write(b"\x89PNG\r\n\x1a\n")
     fh.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)))
@@ -404,21 +432,27 @@ def _write_png(fh: IO[bytes], pixels: np.ndarray, *, icc_profile: bytes | None, 
         fh.write(_chunk(b"eXIf", exif))
     comp = zlib.compressobj(level)
     prev = np.zeros(w * bpp, np.uint8)
-    band = max(1, (1 << 20) // (w * bpp))  # ~1 MB of rows at a time: the filter's temporaries stay small
+    step = max(1, (1 << 20) // (w * bpp))  # the filter's temporaries stay small
     pending: list[bytes] = []
-    size = 0
-    for y0 in range(0, h, band):
-        rows = pixels[y0:y0 + band]
-        rows = rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)
-        rows = rows.reshape(rows.shape[0], -1).view(np.uint8)
-        data = comp.compress(_paeth_rows(rows, prev, bpp).tobytes())
-        prev = rows[-1]
-        if data:
-            pending.append(data)
-            size += len(data)
-        if size >= 1 << 20:
-            fh.write(_chunk(b"IDAT", b"".join(pending)))
-            pending, size = [], 0
+    size = done = 0
+    for band in bands:
+        if band.shape[1:] != (w, c) or band.dtype != (np.uint16 if depth == 16 else np.uint8):
+            raise ValueError(f"band {band.shape} {band.dtype} does not fit a {w}x{h}x{c} {depth}-bit PNG")
+        done += band.shape[0]
+        for y0 in range(0, band.shape[0], step):
+            rows = band[y0:y0 + step]
+            rows = rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)
+            rows = rows.reshape(rows.shape[0], -1).view(np.uint8)
+            data = comp.compress(_paeth_rows(rows, prev, bpp).tobytes())
+            prev = rows[-1]
+            if data:
+                pending.append(data)
+                size += len(data)
+            if size >= 1 << 20:
+                fh.write(_chunk(b"IDAT", b"".join(pending)))
+                pending, size = [], 0
+    if done != h:
+        raise ValueError(f"bands hold {done} rows; the PNG header says {h}")
     pending.append(comp.flush())
     fh.write(_chunk(b"IDAT", b"".join(pending)))
     fh.write(_chunk(b"IEND", b""))

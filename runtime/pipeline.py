@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -19,23 +19,22 @@ from typing import Literal, Protocol
 import numpy as np
 
 from . import grids
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
+from .defaults import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
 from .errors import InputOverwriteError, SRError, UsageError
 from .formats import FORMATS, INPUT_SUFFIXES, format_of
-from .imageio import allocate_pixels, probe_size, read_image, resize_lanczos, write_image
+from .imageio import allocate_pixels, probe_size, read_image, resize_lanczos, write_image, write_image_bands
 from .resize import imresize
 from .session import Device, SRModel, load_model
-from .tiler import auto_batch, upscale_tiled
+from .tiler import auto_batch, fit_tile, upscale_rows
 
 __all__ = [
-    "UpscaleOptions", "FileResult", "Job", "BatchReport", "BatchProgress", "plan_jobs", "upscale_image",
+    "UpscaleOptions", "FileResult", "Job", "BatchReport", "BatchProgress", "plan_jobs", "upscale_bands", "upscale_image",
     "process_one", "upscale_batch",
 ]
 
 log = logging.getLogger(__name__)
 
 _BICUBIC_RADIUS = 2  # the cubic kernel reaches 2 input pixels
-_ALPHA_TILE = 256  # bicubic alpha is tiled regardless of --tile: exact, and memory stays flat
 
 Alpha = Literal["bicubic", "model"]
 
@@ -48,6 +47,7 @@ class UpscaleOptions:
     through bicubic or the model. ``outscale``: final size factor relative to
     the input (None = the model's scale). ``format``: output format name (None =
     the input's). ``quality``: JPEG/WebP 1-100. ``max_pixels``: input pixel limit.
+    ``max_memory``: bytes one CPU inference call may take (tiles shrink to fit; None = no cap).
     """
 
     tile: int = DEFAULT_TILE
@@ -57,6 +57,7 @@ class UpscaleOptions:
     quality: int = DEFAULT_QUALITY
     overwrite: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_memory: int | None = DEFAULT_MAX_MEMORY
 
     def __post_init__(self) -> None:
         if self.tile < 0:
@@ -71,6 +72,8 @@ class UpscaleOptions:
             raise UsageError(f"quality must be 1-100, got {self.quality}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise UsageError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.max_memory is not None and self.max_memory < 1 << 20:
+            raise UsageError(f"max_memory must be at least 1 MiB, got {self.max_memory} bytes")
 
 
 @dataclass(frozen=True)
@@ -155,31 +158,55 @@ def _bicubic(scale: int) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TILE, alpha: Alpha = "bicubic",
-                  out: np.ndarray | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Upscale (H, W, C) uint8/uint16 ``pixels`` (C = 1, 2, 3 or 4) by ``model.scale``.
+def upscale_bands(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TILE, alpha: Alpha = "bicubic",
+                  max_memory: int | None = DEFAULT_MAX_MEMORY,
+                  progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """Upscale (H, W, C) uint8/uint16 ``pixels`` (C = 1, 2, 3 or 4) by ``model.scale``, band by band.
 
-    Colour goes through the model (gray is run as RGB and averaged back); the
-    alpha channel of LA/RGBA through bicubic or the model (``alpha``). ``out``:
-    a result buffer of shape (H*s, W*s, C) and the same dtype (allocated if
-    None). ``progress`` gets LR pixels done. Returns the result.
+    Yields the result as bands of output rows (same dtype), top to bottom: one
+    row of tiles each. Colour goes through the model (gray is run as RGB and
+    averaged back); the alpha channel of LA/RGBA through bicubic or the model
+    (``alpha``). ``tile`` shrinks where one inference call would need more than
+    ``max_memory`` bytes (:func:`~runtime.tiler.fit_tile`; None = no cap); tiling
+    is exact, so only speed changes. ``progress`` gets LR pixels done.
     """
+    h, w, c = pixels.shape
+    s, pad = model.scale, model.receptive_radius
+    fitted = fit_tile(tile, pad, model.bytes_per_pixel, max_memory)
+    if fitted != tile:
+        log.info("tile %d -> %d: an inference call stays within %d MiB at ~%d KiB per LR pixel (same result)",
+                 tile, fitted, max_memory // (1 << 20), model.bytes_per_pixel // 1024)
+    tile = fitted
+    call_pixels = model.batch_pixels
+    if max_memory is not None and model.bytes_per_pixel > 0:
+        call_pixels = min(call_pixels, max_memory // model.bytes_per_pixel)
+    ctx_h, ctx_w = (h, w) if tile == 0 else (min(h, tile + 2 * pad), min(w, tile + 2 * pad))
+    batch = auto_batch(ctx_h * ctx_w, call_pixels, model.max_batch)
+    nc = _color(pixels).shape[2]
+    streams = [upscale_rows(pixels[:, :, :nc], model if nc == 3 else _gray(model), s, tile=tile, pad=pad,
+                            batch=batch, dtype=pixels.dtype, progress=progress)]
+    if c > nc:  # alpha: same tile rows as the colour, so the bands line up
+        a = pixels[:, :, nc:]
+        streams.append(upscale_rows(a, _gray(model), s, tile=tile, pad=pad, batch=batch, dtype=a.dtype)
+                       if alpha == "model" else
+                       upscale_rows(a, _bicubic(s), s, tile=tile, pad=_BICUBIC_RADIUS, dtype=a.dtype))
+    for parts in zip(*streams, strict=True):
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TILE, alpha: Alpha = "bicubic",
+                  max_memory: int | None = DEFAULT_MAX_MEMORY, out: np.ndarray | None = None,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """:func:`upscale_bands` collected into one (H*s, W*s, C) result ``out`` (same dtype as
+    ``pixels``; allocated if None). Returns it."""
     h, w, c = pixels.shape
     s = model.scale
     if out is None:
         out = np.empty((h * s, w * s, c), pixels.dtype)
-    nc = _color(pixels).shape[2]
-    pad = model.receptive_radius
-    ctx_h, ctx_w = (h, w) if tile == 0 else (min(h, tile + 2 * pad), min(w, tile + 2 * pad))
-    batch = auto_batch(ctx_h * ctx_w, model.batch_pixels, model.max_batch)
-    color = model if nc == 3 else _gray(model)
-    upscale_tiled(pixels[:, :, :nc], color, s, tile=tile, pad=pad, batch=batch, out=out[:, :, :nc],
-                  progress=progress)
-    if c > nc:
-        if alpha == "model":
-            upscale_tiled(pixels[:, :, nc:], _gray(model), s, tile=tile, pad=pad, batch=batch, out=out[:, :, nc:])
-        else:
-            upscale_tiled(pixels[:, :, nc:], _bicubic(s), s, tile=_ALPHA_TILE, pad=_BICUBIC_RADIUS, out=out[:, :, nc:])
+    y = 0
+    for band in upscale_bands(pixels, model, tile=tile, alpha=alpha, max_memory=max_memory, progress=progress):
+        out[y:y + band.shape[0]] = band
+        y += band.shape[0]
     return out
 
 
@@ -227,19 +254,28 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
         image = read_image(src, max_pixels=options.max_pixels)
         h, w, c = image.pixels.shape
         s = model.scale
-        fmt = format_of(dst) or "png"
-        out = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
-        sr = upscale_image(image.pixels, model, tile=options.tile, alpha=options.alpha, out=out, progress=progress)
-        scores, note = _compare(image.pixels, sr, s, hr, grid, lpips) if compare else (None, "")
-        if options.outscale is not None:
-            sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
+        run = {"tile": options.tile, "alpha": options.alpha, "max_memory": options.max_memory, "progress": progress}
+        save = {"quality": options.quality, "icc_profile": image.icc_profile, "exif": image.exif}
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, sr, quality=options.quality, icc_profile=image.icc_profile, exif=image.exif)
+        scores, note = None, ""
+        if options.outscale is None and not compare:  # straight to the file, one band at a time
+            write_image_bands(dst, h * s, w * s, c, image.pixels.dtype, upscale_bands(image.pixels, model, **run),
+                              **save)
+            out_size = (w * s, h * s)
+        else:
+            fmt = format_of(dst) or "png"
+            sr = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
+            upscale_image(image.pixels, model, out=sr, **run)
+            scores, note = _compare(image.pixels, sr, s, hr, grid, lpips) if compare else (None, "")
+            if options.outscale is not None:
+                sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
+            write_image(dst, sr, **save)
+            out_size = (sr.shape[1], sr.shape[0])
     except (SRError, OSError, MemoryError) as e:
         log.debug("failed %s", src, exc_info=True)
         reason = str(e) if isinstance(e, SRError) else f"{type(e).__name__}: {e}"
         return FileResult(src, dst, "failed", reason, seconds=time.perf_counter() - t0)
-    return FileResult(src, dst, "ok", in_size=(w, h), out_size=(sr.shape[1], sr.shape[0]),
+    return FileResult(src, dst, "ok", in_size=(w, h), out_size=out_size,
                       seconds=time.perf_counter() - t0, scores=scores, note=note)
 
 

@@ -7,22 +7,23 @@ is what the network sees. A tile at the image border therefore ends at the
 border, so the network's own zero padding acts exactly as in a whole-image run,
 and with ``pad`` >= the network's receptive radius every output pixel of the core
 equals the whole-image output (up to float32 rounding). Only the core's
-``scale``-times-larger output is kept, converted to the output dtype and written
-straight into the result buffer, so memory is set by the tile size, not the
-image size.
+``scale``-times-larger output is kept, converted to the output dtype and put
+into the band of output rows for its row of tiles; bands are yielded top to
+bottom, so a caller can write each and drop it and memory is set by the tile
+size, not the image size (:func:`fit_tile` picks a tile for a memory budget).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ModelRunError
 
-__all__ = ["Tile", "plan_tiles", "upscale_tiled", "auto_batch", "Infer"]
+__all__ = ["Tile", "plan_tiles", "upscale_rows", "upscale_tiled", "auto_batch", "fit_tile", "Infer"]
 
 #: ``infer(x)``: float32 NCHW (N, C, h, w) in [0, 1] -> float32 (N, C, h*scale, w*scale).
 Infer = Callable[[np.ndarray], np.ndarray]
@@ -101,6 +102,87 @@ def _to_output(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return block.astype(dtype)
 
 
+def fit_tile(tile: int, pad: int, bytes_per_pixel: int, budget: int | None) -> int:
+    """The largest tile side <= ``tile`` whose context, ``(t + 2 pad)^2`` LR pixels at
+    ``bytes_per_pixel`` each, fits ``budget`` bytes (at least 16, so progress is always made).
+
+    ``tile`` 0 (whole image), ``budget`` None or ``bytes_per_pixel`` 0 mean no cap:
+    ``tile`` comes back unchanged. Tiling is exact, so a smaller tile changes
+    speed and memory, never the result.
+    """
+    if tile == 0 or budget is None or bytes_per_pixel <= 0:
+        return tile
+    side = math.isqrt(max(0, budget // bytes_per_pixel))
+    return max(16, min(tile, side - 2 * pad))
+
+
+def upscale_rows(
+    img: np.ndarray,
+    infer: Infer,
+    scale: int,
+    *,
+    tile: int,
+    pad: int,
+    batch: int = 1,
+    dtype: np.dtype | type = np.float32,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Upscale ``img`` by ``scale`` through ``infer`` one row of tiles at a time.
+
+    Yields, top to bottom, output row bands of shape (rows * scale, W * scale, C)
+    and dtype ``dtype`` (uint8, uint16 or float) that together make the whole
+    result, so a caller can write each band and drop it: memory is set by the
+    tile, not the image. ``img``: (H, W, C) uint8, uint16 or float (taken as
+    [0, 1]); converted to float32 [0, 1] one call at a time. ``infer``: see
+    :data:`Infer`. Values are clamped to [0, 1] (integers: the dtype's full range,
+    rounded). Tiles of a row whose context has the same shape are stacked,
+    ``batch`` at a time, into one call. ``progress`` is called after each call
+    with the number of LR pixels finished.
+
+    Raises ValueError for bad shapes and :class:`~runtime.errors.ModelRunError`
+    if ``infer`` returns the wrong shape.
+    """
+    if img.ndim != 3:
+        raise ValueError(f"img must be (H, W, C), got shape {img.shape}")
+    if batch < 1 or scale < 1:
+        raise ValueError(f"batch and scale must be >= 1, got batch={batch}, scale={scale}")
+    h, w, c = img.shape
+    dtype = np.dtype(dtype)
+    divisor = _input_scale(img.dtype)
+    _input_scale(dtype)  # validates the output dtype before any work
+    rows: dict[int, list[Tile]] = defaultdict(list)
+    for t in plan_tiles(h, w, tile, pad):
+        rows[t.core[0]].append(t)
+    for row in rows.values():
+        ry0, ry1 = row[0].core[:2]
+        band = np.empty(((ry1 - ry0) * scale, w * scale, c), dtype)
+        groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
+        for t in row:
+            groups[(t.ctx[1] - t.ctx[0], t.ctx[3] - t.ctx[2])].append(t)
+        for (ch, cw), group in groups.items():
+            for i in range(0, len(group), batch):
+                chunk = group[i:i + batch]
+                x = np.stack([img[t.ctx[0]:t.ctx[1], t.ctx[2]:t.ctx[3]] for t in chunk])
+                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+                if divisor != 1.0:
+                    x *= np.float32(1.0 / divisor)
+                y = np.asarray(infer(x), dtype=np.float32)
+                expected = (len(chunk), c, ch * scale, cw * scale)
+                if y.shape != expected:
+                    raise ModelRunError(f"the model returned shape {y.shape} for input {x.shape}; "
+                                        f"expected {expected} (scale {scale})")
+                done = 0
+                for t, yt in zip(chunk, y, strict=True):
+                    y0, y1, x0, x1 = t.core
+                    oy, ox = (y0 - t.ctx[0]) * scale, (x0 - t.ctx[2]) * scale
+                    block = yt[:, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale].transpose(1, 2, 0)
+                    band[:, x0 * scale:x1 * scale] = _to_output(block, dtype)
+                    done += (y1 - y0) * (x1 - x0)
+                if progress is not None:
+                    progress(done)
+        yield band
+
+
 def upscale_tiled(
     img: np.ndarray,
     infer: Infer,
@@ -112,54 +194,20 @@ def upscale_tiled(
     out: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Upscale ``img`` by ``scale`` through ``infer``, tile by tile, into ``out``.
+    """:func:`upscale_rows` collected into one (H*scale, W*scale, C) array ``out``.
 
-    ``img``: (H, W, C) uint8, uint16 or float (taken as [0, 1]); tiles are
-    converted to float32 [0, 1] one batch at a time. ``infer``: see :data:`Infer`.
-    ``out``: (H*scale, W*scale, C) array or view of dtype uint8, uint16 or float;
-    allocated as float32 when None. Values are clamped to [0, 1] (integers: the
-    dtype's full range, rounded). Tiles whose context has the same shape are
-    stacked, ``batch`` at a time, into one call. ``progress`` is called after
-    each call with the number of LR pixels finished.
-
-    Returns ``out``. Raises ValueError for bad shapes and
-    :class:`~runtime.errors.ModelRunError` if ``infer`` returns the wrong shape.
+    ``out``: an array or view of dtype uint8, uint16 or float; allocated as
+    float32 when None. Returns ``out``. Raises as :func:`upscale_rows`.
     """
     if img.ndim != 3:
         raise ValueError(f"img must be (H, W, C), got shape {img.shape}")
-    if batch < 1 or scale < 1:
-        raise ValueError(f"batch and scale must be >= 1, got batch={batch}, scale={scale}")
     h, w, c = img.shape
     if out is None:
         out = np.empty((h * scale, w * scale, c), np.float32)
     if out.shape != (h * scale, w * scale, c):
         raise ValueError(f"out has shape {out.shape}, expected {(h * scale, w * scale, c)}")
-    divisor = _input_scale(img.dtype)
-    _input_scale(out.dtype)  # validates the output dtype before any work
-
-    groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
-    for t in plan_tiles(h, w, tile, pad):
-        groups[(t.ctx[1] - t.ctx[0], t.ctx[3] - t.ctx[2])].append(t)
-
-    for (ch, cw), group in groups.items():
-        for i in range(0, len(group), batch):
-            chunk = group[i:i + batch]
-            x = np.stack([img[t.ctx[0]:t.ctx[1], t.ctx[2]:t.ctx[3]] for t in chunk])
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
-            if divisor != 1.0:
-                x *= np.float32(1.0 / divisor)
-            y = np.asarray(infer(x), dtype=np.float32)
-            expected = (len(chunk), c, ch * scale, cw * scale)
-            if y.shape != expected:
-                raise ModelRunError(f"the model returned shape {y.shape} for input {x.shape}; "
-                                    f"expected {expected} (scale {scale})")
-            done = 0
-            for t, yt in zip(chunk, y, strict=True):
-                y0, y1, x0, x1 = t.core
-                oy, ox = (y0 - t.ctx[0]) * scale, (x0 - t.ctx[2]) * scale
-                block = yt[:, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale].transpose(1, 2, 0)
-                out[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = _to_output(block, out.dtype)
-                done += (y1 - y0) * (x1 - x0)
-            if progress is not None:
-                progress(done)
+    y = 0
+    for band in upscale_rows(img, infer, scale, tile=tile, pad=pad, batch=batch, dtype=out.dtype, progress=progress):
+        out[y:y + band.shape[0]] = band
+        y += band.shape[0]
     return out

@@ -108,6 +108,8 @@ def test_graph_interface_and_metadata(exported):
     assert json.loads(meta["hparams"]) == model.hparams
     assert json.loads(meta["training"])["preset"] == "tiny"
     assert "quality" not in meta
+    # measured host memory per LR pixel of a CPU call: at least the network's own output (3 x s^2 floats)
+    assert 3 * 16 * 4 <= int(meta["memory_bytes_per_pixel"]) < 1 << 20
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 9, 13), (3, 3, 20, 16)])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from conftest import photo
-from runtime.errors import ModelNotFoundError, UsageError
+from runtime.errors import ModelNotFoundError, ModelRunError, UsageError
 from runtime.imageio import read_image, write_image
 from runtime.pipeline import UpscaleOptions, plan_jobs, process_one, upscale_batch, upscale_image
 from runtime.resize import imresize
@@ -226,7 +226,7 @@ def test_no_temp_files_survive_an_interrupted_write(tiny, tmp_path: Path, monkey
 
     write_image(tmp_path / "a.png", photo(16, 16))
 
-    def interrupted(fh, pixels, **kw):
+    def interrupted(fh, *args, **kw):
         fh.write(b"partial")
         raise KeyboardInterrupt
 
@@ -255,3 +255,62 @@ def test_metrics_csv_has_lpips_when_the_lpips_model_is_shipped(tiny_path: Path, 
     expected = LpipsOnnx(shipped).distance(read_image(out / "a.png").pixels, hr)
     assert float(rows[0]["lpips"]) == pytest.approx(expected, abs=1e-6)
     assert float(rows[0]["bicubic_lpips"]) >= 0 and float(rows[1]["lpips"]) == pytest.approx(expected, abs=1e-6)
+
+
+class Counting:
+    """An SR model wrapper that records each call's input shape and can fail on call ``fail_at``."""
+
+    def __init__(self, model, fail_at: int | None = None) -> None:
+        self.model, self.fail_at, self.shapes = model, fail_at, []
+        for k in ("scale", "receptive_radius", "batch_pixels", "bytes_per_pixel", "max_batch", "path"):
+            setattr(self, k, getattr(model, k))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.shapes.append(x.shape)
+        if len(self.shapes) == self.fail_at:
+            raise ModelRunError("out of memory (simulated)")
+        return self.model(x)
+
+
+def test_max_memory_shrinks_the_calls_not_the_result(tiny, caplog) -> None:
+    img = photo(90, 70, channels=4)
+    free = Counting(tiny)
+    capped = Counting(tiny)
+    budget = 16 << 20  # 16 MiB at the tiny model's 16 KiB/pixel estimate: contexts of at most 32 x 32 pixels
+    with caplog.at_level("INFO", logger="runtime.pipeline"):
+        out = upscale_image(img, capped, tile=64, alpha="model", max_memory=budget)
+    np.testing.assert_array_equal(out, upscale_image(img, free, tile=64, alpha="model", max_memory=None))
+    assert max(n * h * w for n, _, h, w in capped.shapes) * tiny.bytes_per_pixel <= budget
+    assert max(n * h * w for n, _, h, w in free.shapes) * tiny.bytes_per_pixel > budget
+    assert f"tile 64 -> {32 - 2 * tiny.receptive_radius}" in caplog.text
+
+
+@pytest.mark.parametrize("name, channels, dtype", [("a.png", 3, np.uint8), ("a.png", 4, np.uint16),
+                                                   ("a.jpg", 3, np.uint8), ("a.jpg", 1, np.uint8),
+                                                   ("a.webp", 4, np.uint8)])
+def test_streamed_output_equals_the_in_memory_result(tiny, tmp_path: Path, name: str, channels: int,
+                                                     dtype: type) -> None:
+    img = photo(70, 45, channels, dtype, seed=3)
+    src = tmp_path / ("in.png" if name.endswith(".png") or channels in (2, 4) else "in.tif")
+    write_image(src, img)
+    options = UpscaleOptions(tile=16, max_memory=None)
+    streamed = process_one(src, tmp_path / "s" / name, tiny, options)
+    in_memory = process_one(src, tmp_path / "m" / name, tiny, options, compare=True)  # the full-buffer path
+    assert streamed.status == in_memory.status == "ok" and streamed.out_size == (180, 280)
+    a, b = read_image(streamed.dst).pixels, read_image(in_memory.dst).pixels
+    assert a.shape == (280, 180, channels)
+    if name.endswith(".jpg"):  # different JPEG streams (restart markers), same image up to the codec
+        assert np.abs(a.astype(int) - b).mean() < 0.5
+    else:
+        np.testing.assert_array_equal(a, b)
+        if name.endswith(".png"):  # lossless: exactly the model's result
+            np.testing.assert_array_equal(a, upscale_image(img, tiny, tile=16))
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg"])
+def test_inference_failing_half_way_leaves_no_file(tiny, tmp_path: Path, name: str) -> None:
+    write_image(tmp_path / "in.png", photo(64, 64))
+    out = tmp_path / "out"
+    r = process_one(tmp_path / "in.png", out / name, Counting(tiny, fail_at=3), UpscaleOptions(tile=16))
+    assert r.status == "failed" and "simulated" in r.reason
+    assert os.listdir(out) == []

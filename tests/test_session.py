@@ -88,3 +88,14 @@ def test_cuda_runs_on_cuda(tiny_path: Path, tiny) -> None:
     m = load_model(tiny_path, device="cuda")
     assert m.provider == "CUDAExecutionProvider"
     np.testing.assert_allclose(m(X), tiny(X), atol=1e-4)
+
+
+def test_memory_per_pixel_from_metadata_else_an_estimate(tiny, tiny_path: Path, tmp_path: Path) -> None:
+    import onnx
+
+    assert tiny.bytes_per_pixel == 1024 * 16  # no memory_bytes_per_pixel metadata: 1 KiB x scale^2
+    proto = onnx.load(str(tiny_path))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        "memory_bytes_per_pixel": "5000"})
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    assert load_model(tmp_path / "m.onnx", device="cpu").bytes_per_pixel == 5000

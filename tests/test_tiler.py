@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import photo
 from runtime.errors import ModelRunError
-from runtime.tiler import auto_batch, plan_tiles, upscale_tiled
+from runtime.tiler import auto_batch, fit_tile, plan_tiles, upscale_rows, upscale_tiled
 from tiny_models import RADIUS
 
 
@@ -109,3 +109,25 @@ def test_auto_batch() -> None:
     assert auto_batch(100 * 100, 1 << 16) == 6
     assert auto_batch(300 * 300, 1 << 16) == 1
     assert auto_batch(10, 1 << 16, limit=1) == 1
+
+
+def test_rows_come_top_to_bottom_one_band_per_row_of_tiles() -> None:
+    img = photo(45, 31)
+    infer = box_net(2, 3)
+    bands = list(upscale_rows(img, infer, 3, tile=10, pad=2, batch=2, dtype=np.uint8))
+    heights = [b.shape[0] for b in bands]
+    assert heights == [(y1 - y0) * 3 for y0, y1 in sorted({t.core[:2] for t in plan_tiles(45, 31, 10, 2)})]
+    assert all(b.shape[1:] == (93, 3) and b.dtype == np.uint8 for b in bands)
+    whole_out = upscale_tiled(img, infer, 3, tile=10, pad=2, batch=2, out=np.empty((135, 93, 3), np.uint8))
+    np.testing.assert_array_equal(np.concatenate(bands), whole_out)
+
+
+def test_fit_tile_is_the_largest_tile_within_the_budget() -> None:
+    budget, bpp, pad = 512 << 20, 12_000, 40
+    t = fit_tile(256, pad, bpp, budget)
+    assert (t + 2 * pad) ** 2 * bpp <= budget < (t + 1 + 2 * pad) ** 2 * bpp
+    assert fit_tile(64, pad, bpp, budget) == 64          # already fits
+    assert fit_tile(0, pad, bpp, budget) == 0            # whole image: the user's explicit choice
+    assert fit_tile(256, pad, bpp, None) == 256          # no budget
+    assert fit_tile(256, pad, 0, budget) == 256          # no host-memory figure (e.g. CUDA)
+    assert fit_tile(256, pad, bpp, 1 << 20) == 16        # always some progress

@@ -34,7 +34,8 @@ SUMMARY_COLUMNS = ("set", "images", "psnr_y", "ssim_y", "lpips", "bicubic_psnr_y
 
 class TorchSR:
     """A torch generator behind the runtime's model interface (``scale``, ``receptive_radius``,
-    ``batch_pixels``, ``max_batch``, call on float32 NCHW in [0, 1] -> float32 NCHW)."""
+    ``batch_pixels``, ``bytes_per_pixel`` (0: no host-memory cap), ``max_batch``, call on float32 NCHW
+    in [0, 1] -> float32 NCHW)."""
 
     def __init__(self, model, scale: int, device: str | None = None):
         import torch
@@ -46,6 +47,7 @@ class TorchSR:
         self.receptive_radius = 64   # only used when tiling; evaluation runs whole images
         self.radius_known = False
         self.batch_pixels = 1 << 30
+        self.bytes_per_pixel = 0
         self.max_batch = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
