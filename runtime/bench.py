@@ -37,11 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from . import grids
+from .datasets import Sample, load_dataset
 from .errors import UsageError
-from .formats import INPUT_SUFFIXES
-from .imageio import atomic_write, read_image
+from .imageio import atomic_write
 from .peers import Upscale
-from .resize import imresize
 
 __all__ = [
     "Upscale", "Sample", "QualityRow", "QualitySummary", "QualityReport", "load_dataset", "bench_quality",
@@ -433,57 +432,6 @@ def write_latency(report: LatencyReport, out_dir: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- quality
-
-@dataclass(frozen=True)
-class Sample:
-    """One evaluation image: ``lr`` (h, w, C) and ``hr`` (h*s, w*s, C) uint8, C = 1 (gray) or 3."""
-
-    dataset: str
-    name: str
-    lr: np.ndarray
-    hr: np.ndarray
-
-
-def _color(pixels: np.ndarray, path: Path) -> np.ndarray:
-    if pixels.dtype != np.uint8:
-        raise UsageError(f"{path}: benchmark images must be 8-bit, got {pixels.dtype}")
-    return pixels[:, :, :1] if pixels.shape[2] in (1, 2) else pixels[:, :, :3]
-
-
-def load_dataset(root: str | Path, scale: int = 4) -> list[Sample]:
-    """The images of a benchmark folder: ``HR/`` and, when present, official ``LR_bicubic_x{scale}/``.
-
-    HR is cropped top-left to a multiple of ``scale``. LR comes from the file
-    of the same name in ``LR_bicubic_x{scale}`` when its size is right, else
-    from MATLAB-bicubic ``imresize`` of the cropped HR (logged). Alpha is
-    dropped. Raises :class:`~runtime.errors.UsageError` if ``HR/`` is missing
-    or empty, an image is not 8-bit, or LR and HR differ in channels.
-    """
-    root = Path(root)
-    hr_dir, lr_dir = root / "HR", root / f"LR_bicubic_x{scale}"
-    files = sorted(p for p in hr_dir.glob("*") if p.suffix.lower() in INPUT_SUFFIXES) if hr_dir.is_dir() else []
-    if not files:
-        raise UsageError(f"{root} holds no HR/ folder of images; a dataset folder holds HR/ and optionally "
-                         f"LR_bicubic_x{scale}/ (as ../shared/data/Set5)")
-    samples = []
-    for path in files:
-        hr = _color(read_image(path).pixels, path)
-        h, w = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
-        hr = np.ascontiguousarray(hr[:h, :w])
-        lr = None
-        if (lr_dir / path.name).is_file():
-            lr = _color(read_image(lr_dir / path.name).pixels, lr_dir / path.name)
-            if lr.shape[:2] != (h // scale, w // scale):
-                log.warning("%s is %dx%d, not %dx%d: making LR with imresize instead", lr_dir / path.name,
-                            lr.shape[1], lr.shape[0], w // scale, h // scale)
-                lr = None
-            elif lr.shape[2] != hr.shape[2]:
-                raise UsageError(f"{lr_dir / path.name} has {lr.shape[2]} channels but its HR has {hr.shape[2]}")
-        if lr is None:
-            lr = imresize(hr, 1.0 / scale)
-        samples.append(Sample(root.name, path.name, np.ascontiguousarray(lr), hr))
-    return samples
-
 
 @dataclass(frozen=True)
 class QualityRow:

@@ -20,16 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from runtime.datasets import DatasetError as DataError
+from runtime.datasets import discover, find_images
 from runtime.resize import imresize
 
 __all__ = ["DataError", "ImagePair", "find_images", "discover", "load_pairs", "PatchBatches", "epoch_steps"]
 
 log = logging.getLogger(__name__)
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-class DataError(ValueError):
-    """Raised if a training folder is missing, empty, or holds no usable image."""
 
 
 @dataclass(frozen=True)
@@ -37,42 +34,6 @@ class ImagePair:
     name: str
     hr: np.ndarray  # HxWx3 uint8, H and W multiples of scale
     lr: np.ndarray  # (H/scale)x(W/scale)x3 uint8
-
-
-def find_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-
-
-def discover(root: Path, scale: int) -> list[tuple[Path, Path | None]]:
-    """List (hr_path, official_lr_path_or_None) under a dataset folder.
-
-    Understands the DIV2K layout (``DIV2K_train_HR`` + ``DIV2K_train_LR_bicubic/X{s}``
-    with ``NNNNx{s}.png``), the ``HR`` + ``LR_bicubic_x{s}`` layout of the
-    benchmark sets, and any plain folder of images.
-
-    Raises DataError if the folder does not exist or holds no image.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(
-            f"training data folder {root} does not exist. Give --data a folder of images, a DIV2K folder "
-            f"(DIV2K_train_HR/), or fetch DIV2K with `cli.py fetch-div2k DIR` on a machine with internet."
-        )
-    div2k_hr = root / "DIV2K_train_HR"
-    if div2k_hr.is_dir():
-        lr_dir = root / "DIV2K_train_LR_bicubic" / f"X{scale}"
-        pairs = []
-        for hr in find_images(div2k_hr):
-            lr = lr_dir / f"{hr.stem}x{scale}{hr.suffix}"
-            pairs.append((hr, lr if lr.is_file() else None))
-    elif (root / "HR").is_dir():
-        lr_dir = root / f"LR_bicubic_x{scale}"
-        pairs = [(hr, (lr_dir / hr.name) if (lr_dir / hr.name).is_file() else None) for hr in find_images(root / "HR")]
-    else:
-        pairs = [(p, None) for p in find_images(root)]
-    if not pairs:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found under {root}")
-    return pairs
 
 
 def _read_rgb(path: Path) -> np.ndarray:

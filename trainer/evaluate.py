@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 
 from runtime import grids
-from runtime.imageio import atomic_write, read_image, write_image
+from runtime.datasets import iter_samples
+from runtime.imageio import atomic_write, write_image
 from runtime.pipeline import upscale_image
 
-from .data import degrade, discover
 
 __all__ = ["TorchSR", "load_for_eval", "evaluate", "EvalReport", "SetSummary", "write_results_zip",
            "DEFAULT_SETS"]
@@ -119,8 +119,10 @@ def evaluate(model, data_dirs: list[Path], out_dir: Path | None, *, description:
              progress: Callable[[str], None] | None = None) -> EvalReport:
     """Score ``model`` (runtime SRModel or TorchSR) on each dataset folder.
 
-    A dataset folder holds ``HR/`` and optionally ``LR_bicubic_x{scale}/`` (official
-    MATLAB LR; made with ``imresize`` when absent), or the DIV2K layout. Writes,
+    A dataset folder is read by :func:`runtime.datasets.iter_samples` (``HR/`` and
+    optionally official ``LR_bicubic_x{scale}/``, the DIV2K layout, or any
+    folder; LR made with MATLAB ``imresize`` when absent), the same pairs
+    ``cli.py bench quality`` scores. Writes,
     under ``out_dir`` (when given): ``<set>.csv`` (per image + mean row),
     ``summary.csv``, ``summary.txt``, ``grids/<set>/<name>.png`` and
     ``patches/<set>/<name>.png`` for the first ``grids_per_set`` images.
@@ -130,28 +132,21 @@ def evaluate(model, data_dirs: list[Path], out_dir: Path | None, *, description:
     for root in map(Path, data_dirs):
         name = root.name
         rows = []
-        for i, (hr_path, lr_path) in enumerate(discover(root, scale)):
-            hr_full = read_image(hr_path).pixels
-            hr_full = hr_full[:, :, :1] if hr_full.shape[2] in (1, 2) else hr_full[:, :, :3]
-            if lr_path is not None:
-                lr = read_image(lr_path).pixels
-                lr = lr[:, :, :1] if lr.shape[2] in (1, 2) else lr[:, :, :3]
-            else:  # no official LR: the same MATLAB degradation as training, on the mod-scale crop
-                h, w = (hr_full.shape[0] // scale) * scale, (hr_full.shape[1] // scale) * scale
-                lr = degrade(np.ascontiguousarray(hr_full[:h, :w]), scale)
+        for i, sample in enumerate(iter_samples(root, scale)):
+            lr, stem = sample.lr, Path(sample.name).stem
             sr = upscale_image(lr, model, tile=tile)
-            hr = grids.match_reference(hr_full, sr.shape[0], sr.shape[1], scale)
+            hr = grids.match_reference(sample.hr, sr.shape[0], sr.shape[1], scale)
             bicubic = grids.bicubic_baseline(lr, scale)
             scores = grids.score(sr, bicubic, hr, scale, lpips)
-            rows.append((hr_path.name, scores, ""))
+            rows.append((sample.name, scores, ""))
             if out_dir is not None and i < grids_per_set:
                 for sub in ("grids", "patches"):
                     (out_dir / sub / name).mkdir(parents=True, exist_ok=True)
-                write_image(out_dir / "grids" / name / f"{hr_path.stem}.png",
+                write_image(out_dir / "grids" / name / f"{stem}.png",
                             grids.make_grid(lr, bicubic, sr, hr, scale=scale, scores=scores))
-                write_image(out_dir / "patches" / name / f"{hr_path.stem}.png", _patches(bicubic, sr, hr))
+                write_image(out_dir / "patches" / name / f"{stem}.png", _patches(bicubic, sr, hr))
             if progress is not None:
-                progress(f"{name}/{hr_path.name}: {scores['psnr_y']:.2f} dB")
+                progress(f"{name}/{sample.name}: {scores['psnr_y']:.2f} dB")
         means = _means([s for _, s, _ in rows])
         report.sets.append(SetSummary(name, len(rows), means))
         if out_dir is not None:
