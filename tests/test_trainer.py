@@ -232,13 +232,16 @@ def test_resume_is_exact(tiny_data, tmp_path):
     train(full, [tiny_data], tmp_path / "a", random_vgg=True)
     half = apply_overrides(full, {"steps": 3})
     train(half, [tiny_data], tmp_path / "b", random_vgg=True)
+    with open(tmp_path / "b" / "losses.csv", "a") as fh:  # an interrupted run logged past its last checkpoint
+        fh.write("4,2,0.0001,9,9,,,,,,1,1\n5,2,0.0001,9,9,,,,,,1,1\n")
     train(full, [tiny_data], tmp_path / "b", random_vgg=True, resume=True)
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 6
     for key in ("g", "g_ema", "d"):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
-    assert len(_read_csv(tmp_path / "b" / "losses.csv")) == 6
+    logged = [[(r["step"], r["g_total"]) for r in _read_csv(tmp_path / d / "losses.csv")] for d in "ab"]
+    assert logged[0] == logged[1] and len(logged[1]) == 6  # same losses, and no rows replayed twice
 
 
 def test_checkpoint_is_self_describing_and_atomic(tiny_data, tmp_path):

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import io
 import logging
 import os
 import time
@@ -21,6 +22,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from runtime.imageio import atomic_write
 
 from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
@@ -222,6 +225,13 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     if rank == 0 and not csv_path.exists():
         with open(csv_path, "w", newline="") as fh:
             csv.writer(fh).writerow(LOSS_FIELDS)
+    elif rank == 0 and resume:  # rows logged after the checkpoint by an interrupted run are replayed: drop them
+        with open(csv_path, newline="") as fh:
+            kept = [r for i, r in enumerate(csv.reader(fh)) if i == 0 or r and int(r[0]) <= start]
+        text = io.StringIO()
+        csv.writer(text).writerows(kept)
+        with atomic_write(csv_path) as fh:
+            fh.write(text.getvalue().encode())
     last: dict[str, float] = {}
     t0, n_since = time.perf_counter(), 0
     G.train()
