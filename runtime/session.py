@@ -67,6 +67,7 @@ class SRModel:
     _input: str = field(repr=False)
     _input_dtype: type = field(repr=False)
     _bgr: bool = field(repr=False)
+    _run_options: Any = field(repr=False, default=None)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run the model: ``x`` float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h', w').
@@ -78,7 +79,7 @@ class SRModel:
         feed = x[:, ::-1] if self._bgr else x
         feed = np.ascontiguousarray(feed * factor if factor != 1.0 else feed, dtype=self._input_dtype)
         try:
-            (y,) = self._session.run(None, {self._input: feed})[:1]
+            (y,) = self._session.run(None, {self._input: feed}, self._run_options)[:1]
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelRunError(f"{self.path}: inference on a {tuple(x.shape)} input failed: {e}. "
                                 "If memory ran out, use a smaller --tile.") from e
@@ -193,6 +194,11 @@ def load_model(path: str | Path, device: Device = "auto", threads: int = 0, *,
     if used == "CPUExecutionProvider":
         model.bytes_per_pixel = (_meta_int(meta, "memory_bytes_per_pixel", path)
                                  or _DEFAULT_BYTES_PER_PIXEL_PER_SCALE2 * model.scale ** 2)
+        # Tiles of several shapes (edge tiles are smaller) fragment onnxruntime's arena until it holds
+        # ~2x one call's memory (measured: 909 vs 508 MiB for SRResNet-16 at 209 px); giving the arena's
+        # free chunks back after each call keeps the peak at one call's, at no measurable speed cost.
+        model._run_options = ort.RunOptions()
+        model._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     if radius is None:
         log.warning("%s has no 'receptive_radius' metadata; tiles use a %d px pad, which is not "
                     "proven exact (use --tile 0 for a whole-image run)", path.name, DEFAULT_PAD)
