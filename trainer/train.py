@@ -227,9 +227,10 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
             csv.writer(fh).writerow(LOSS_FIELDS)
     elif rank == 0 and resume:  # rows logged after the checkpoint by an interrupted run are replayed: drop them
         with open(csv_path, newline="") as fh:
-            kept = [r for i, r in enumerate(csv.reader(fh)) if i == 0 or r and int(r[0]) <= start]
+            header, *rows = csv.reader(fh)
+        by_step = {int(r[0]): r for r in rows if r and int(r[0]) <= start}  # a step logged twice: the later row
         text = io.StringIO()
-        csv.writer(text).writerows(kept)
+        csv.writer(text).writerows([header, *(by_step[k] for k in sorted(by_step))])
         with atomic_write(csv_path) as fh:
             fh.write(text.getvalue().encode())
     last: dict[str, float] = {}
