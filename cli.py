@@ -187,8 +187,10 @@ def upscale(
     """Upscale image files and folders x4 (or --outscale) into OUT."""
     from runtime.errors import SRError
     from runtime.pipeline import UpscaleOptions, upscale_batch
+    from runtime.session import release_freed_memory
 
     _setup_logging(verbose)
+    release_freed_memory()
     bar = _Bar()
     try:
         options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
@@ -238,10 +240,11 @@ def watch(
     from runtime.errors import SRError
     from runtime.pipeline import FileResult, UpscaleOptions
     from runtime.registry import resolve_model
-    from runtime.session import load_model
+    from runtime.session import load_model, release_freed_memory
     from runtime.watch import FolderWatcher
 
     _setup_logging(verbose)
+    release_freed_memory()
 
     def show(r: FileResult) -> None:  # failures are logged with their reason by the watcher
         if r.status != "failed":

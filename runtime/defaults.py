@@ -8,4 +8,4 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: ``--quality`` for JPEG and WebP.
 DEFAULT_QUALITY = 95
 #: ``--max-memory``: bytes one inference call may take on the CPU; larger tiles are split to fit.
-DEFAULT_MAX_MEMORY = 512 << 20
+DEFAULT_MAX_MEMORY = 448 << 20

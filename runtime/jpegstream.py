@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 BAND_ROWS = 128
-ENCODE_ROWS = 8 * BAND_ROWS
+ENCODE_ROWS = 2 * BAND_ROWS
 _SOI, _EOI, _RST7 = b"\xff\xd8", b"\xff\xd9", b"\xff\xd7"
 _SOF0, _DHT, _SOS, _DQT, _DRI = 0xC0, 0xC4, 0xDA, 0xDB, 0xDD
 _TABLES = (_SOF0, _DHT, _SOS, _DQT, _DRI)  # must match between bands for the stitch to hold
