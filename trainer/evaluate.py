@@ -129,6 +129,8 @@ def evaluate(model, data_dirs: list[Path], out_dir: Path | None, *, description:
     """
     scale = model.scale
     report = EvalReport(description or str(model), out_dir=out_dir)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     for root in map(Path, data_dirs):
         name = root.name
         rows = []
