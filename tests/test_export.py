@@ -55,11 +55,16 @@ def exported(request, tmp_path_factory) -> tuple[str, torch.nn.Module, Path, Pat
 
 # ---------------------------------------------------------------- receptive radius
 
-@pytest.mark.parametrize("model", [
-    SRResNet(scale=4, channels=4, blocks=2), SRResNet(scale=2, channels=4, blocks=1, bn=False),
-    SRResNet(scale=8, channels=4, blocks=0), SRCNN(scale=4, f1=4, f2=4), SRCNN(scale=2, f1=4, f2=4),
+@pytest.mark.parametrize("build", [
+    lambda: SRResNet(scale=4, channels=4, blocks=2), lambda: SRResNet(scale=2, channels=4, blocks=1, bn=False),
+    lambda: SRResNet(scale=8, channels=4, blocks=0), lambda: SRCNN(scale=4, f1=4, f2=4),
+    lambda: SRCNN(scale=2, f1=4, f2=4),
 ], ids=["srresnet-x4", "srresnet-x2", "srresnet-x8", "srcnn-x4", "srcnn-x2"])
-def test_derived_radius_equals_measured(model):
+def test_derived_radius_equals_measured(build):
+    # Built here with a fixed seed: a 4-channel ReLU net can come out all dead from some RNG state
+    # (built at collection time it depended on which tests were collected before, and failed in CI).
+    torch.manual_seed(0)
+    model = build()
     stated = receptive_radius(model)
     assert measure_receptive_radius(model.eval(), stated) == stated
 
