@@ -25,7 +25,7 @@ from .formats import FORMATS, INPUT_SUFFIXES, format_of
 from .imageio import allocate_pixels, probe_size, read_image, resize_lanczos, write_image, write_image_bands
 from .resize import imresize
 from .session import Device, SRModel, load_model
-from .tiler import auto_batch, fit_tile, upscale_rows
+from .tiler import auto_batch, fill_rows, fit_tile, upscale_rows
 
 __all__ = [
     "UpscaleOptions", "FileResult", "Job", "BatchReport", "BatchProgress", "plan_jobs", "upscale_bands", "upscale_image",
@@ -203,11 +203,8 @@ def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TIL
     s = model.scale
     if out is None:
         out = np.empty((h * s, w * s, c), pixels.dtype)
-    y = 0
-    for band in upscale_bands(pixels, model, tile=tile, alpha=alpha, max_memory=max_memory, progress=progress):
-        out[y:y + band.shape[0]] = band
-        y += band.shape[0]
-    return out
+    return fill_rows(out, upscale_bands(pixels, model, tile=tile, alpha=alpha, max_memory=max_memory,
+                                        progress=progress))
 
 
 def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, grid: Path | None,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ModelRunError
 
-__all__ = ["Tile", "plan_tiles", "upscale_rows", "upscale_tiled", "auto_batch", "fit_tile", "Infer"]
+__all__ = ["Tile", "plan_tiles", "upscale_rows", "upscale_tiled", "auto_batch", "fit_tile", "fill_rows", "Infer"]
 
 #: ``infer(x)``: float32 NCHW (N, C, h, w) in [0, 1] -> float32 (N, C, h*scale, w*scale).
 Infer = Callable[[np.ndarray], np.ndarray]
@@ -206,8 +206,14 @@ def upscale_tiled(
         out = np.empty((h * scale, w * scale, c), np.float32)
     if out.shape != (h * scale, w * scale, c):
         raise ValueError(f"out has shape {out.shape}, expected {(h * scale, w * scale, c)}")
+    return fill_rows(out, upscale_rows(img, infer, scale, tile=tile, pad=pad, batch=batch, dtype=out.dtype,
+                                       progress=progress))
+
+
+def fill_rows(out: np.ndarray, bands: Iterable[np.ndarray]) -> np.ndarray:
+    """Copy consecutive row ``bands`` into ``out`` from the top; returns ``out``."""
     y = 0
-    for band in upscale_rows(img, infer, scale, tile=tile, pad=pad, batch=batch, dtype=out.dtype, progress=progress):
+    for band in bands:
         out[y:y + band.shape[0]] = band
         y += band.shape[0]
     return out
