@@ -8,7 +8,7 @@ are updated together.
 Quality format (``quality`` argument, ``quality`` metadata key, card):
 ``{set: {"model": {metric: value}, "bicubic": {metric: value}}}`` with the metric
 names of ``runtime.grids.METRIC_COLUMNS`` (``psnr_y``, ``ssim_y``, ``psnr_rgb``,
-``lpips``), means over the set's images.
+``lpips``, ``lattice``, ``color_shift``), means over the set's images.
 """
 from __future__ import annotations
 

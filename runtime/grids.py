@@ -32,8 +32,9 @@ __all__ = [
 LPIPS_UNAVAILABLE = "unavailable: run cli.py export-lpips"
 #: ``lpips(a, b)``: two (H, W, 3) images of one dtype -> distance (lower is better).
 LpipsFn = Callable[[np.ndarray, np.ndarray], float]
-METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "lpips",
-                  "bicubic_psnr_y", "bicubic_ssim_y", "bicubic_psnr_rgb", "bicubic_lpips")
+METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "lpips", "lattice", "color_shift",
+                  "bicubic_psnr_y", "bicubic_ssim_y", "bicubic_psnr_rgb", "bicubic_lpips", "bicubic_lattice",
+                  "bicubic_color_shift")
 CSV_COLUMNS = ("file", *METRIC_COLUMNS, "note")
 
 _PANEL_MAX = 768  # longest panel side in the grid, display pixels
@@ -61,7 +62,8 @@ def match_reference(hr: np.ndarray, height: int, width: int, scale: int) -> np.n
 
 def score(sr: np.ndarray, bicubic: np.ndarray, hr: np.ndarray, scale: int,
           lpips: LpipsFn | None = None) -> dict[str, float | str]:
-    """PSNR / SSIM (Y, border = ``scale``), RGB PSNR, LPIPS of SR and of bicubic against ``hr``.
+    """PSNR / SSIM (Y, border = ``scale``), RGB PSNR, LPIPS, lattice and colour shift of SR and of
+    bicubic against ``hr``.
 
     All three are (H, W, C) colour images (C = 1 or 3, no alpha) of equal size.
     """
@@ -71,7 +73,9 @@ def score(sr: np.ndarray, bicubic: np.ndarray, hr: np.ndarray, scale: int,
 
 
 def score_one(img: np.ndarray, hr: np.ndarray, scale: int, lpips: LpipsFn | None = None) -> dict[str, float | str]:
-    """``psnr_y``, ``ssim_y`` (border = ``scale``), ``psnr_rgb`` and ``lpips`` of one result against ``hr``.
+    """``psnr_y``, ``ssim_y`` (border = ``scale``), ``psnr_rgb``, ``lpips``, and the artifact checks
+    ``lattice`` (checkerboard, :func:`runtime.metrics.lattice_ratio`) and ``color_shift`` (colour cast,
+    :func:`runtime.metrics.color_shift`) of one result against ``hr``.
 
     Both (H, W, C) of equal size, C = 1 or 3 (no alpha). A gray image is
     compared on its gray values; ``psnr_rgb`` of gray vs colour and ``lpips``
@@ -83,6 +87,8 @@ def score_one(img: np.ndarray, hr: np.ndarray, scale: int, lpips: LpipsFn | None
         "psnr_rgb": metrics.psnr(img, hr, border=scale, channel="rgb") if img.shape[2] == hr.shape[2]
         else "n/a: gray vs colour",
         "lpips": LPIPS_UNAVAILABLE if lpips is None else lpips(img, hr),
+        "lattice": metrics.lattice_ratio(img, hr, scale),
+        "color_shift": metrics.color_shift(img, hr),
     }
 
 

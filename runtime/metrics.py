@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["psnr", "ssim", "to_y", "to_units"]
+__all__ = ["psnr", "ssim", "lattice_ratio", "color_shift", "to_y", "to_units"]
 
 Channel = Literal["y", "rgb"]
 
@@ -114,3 +114,49 @@ def ssim(a: np.ndarray, b: np.ndarray, *, border: int = 0, channel: Channel = "y
     """
     xa, xb = _prepare(a, b, border, channel)
     return float(np.mean([_ssim_plane(xa[:, :, i], xb[:, :, i]) for i in range(xa.shape[2])]))
+
+
+def lattice_ratio(a: np.ndarray, b: np.ndarray, scale: int) -> float:
+    """Checkerboard detector: spectral power of ``a`` at the x``scale`` upsampling lattice over ``b``'s.
+
+    The lattice frequencies are k / ``scale`` cycles per pixel on either axis
+    (k = 0 .. scale-1, DC excluded): a pattern repeating every ``scale`` pixels,
+    or every divisor of it (the pixel-shuffle and transposed-convolution
+    artifact), has all its power there. Both Y planes are border-cropped by
+    ``scale``, cut to a multiple of ``scale`` and Hann-windowed. Near or below 1
+    for a result without such a pattern (bicubic: well below 1); well above 1
+    when the result adds one. Raises ValueError if the shapes differ.
+    """
+    ya, yb = to_y(a), to_y(b)
+    if ya.shape != yb.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    ya, yb = (y[scale:-scale, scale:-scale] if scale else y for y in (ya, yb))
+    h, w = (n - n % scale for n in ya.shape)
+    window = np.outer(np.hanning(h), np.hanning(w))
+    ky, kx = np.arange(scale) * (h // scale), np.arange(scale) * (w // scale)
+
+    def power(y: np.ndarray) -> float:
+        y = y[:h, :w]
+        spectrum = np.abs(np.fft.fft2((y - y.mean()) * window)) ** 2
+        lattice = spectrum[np.ix_(ky, kx)]
+        return float(lattice.sum() - lattice[0, 0])
+
+    pa, pb = power(ya), power(yb)
+    if pb == 0:
+        return 1.0 if pa == 0 else float("inf")
+    return pa / pb
+
+
+def color_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference of a colour channel's mean, ``a`` minus ``b``, in 0-255 units (signed).
+
+    A colour cast of the whole result shows here even when PSNR-Y cannot see it.
+    Gray against colour compares Y. Raises ValueError if the sizes differ.
+    """
+    xa, xb = _channels(a), _channels(b)
+    if xa.shape[:2] != xb.shape[:2]:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    if xa.shape[2] != xb.shape[2]:
+        return float(to_y(xa).mean() - to_y(xb).mean())
+    diff = to_units(xa).mean(axis=(0, 1)) - to_units(xb).mean(axis=(0, 1))
+    return float(diff[int(np.argmax(np.abs(diff)))])

@@ -9,7 +9,7 @@ from skimage.metrics import structural_similarity
 
 from conftest import photo
 from runtime.imageio import read_image
-from runtime.metrics import psnr, ssim, to_y
+from runtime.metrics import color_shift, lattice_ratio, psnr, ssim, to_y
 from runtime.resize import imresize
 
 
@@ -97,3 +97,29 @@ def test_bicubic_baseline_reproduces_published_numbers(shared: Path, name: str, 
               for lr, hr in _pairs(shared, name)]
     assert np.mean([p for p, _ in scores]) == pytest.approx(db, abs=0.03)
     assert np.mean([s for _, s in scores]) == pytest.approx(ssim_ref, abs=0.005)
+
+
+def test_lattice_ratio_flags_a_checkerboard_on_a_real_photo(shared: Path) -> None:
+    """A +-2-level pattern of period 4 on Set5 butterfly multiplies the lattice power many times; the
+    photo against itself is 1; bicubic x4 (no energy at the lattice) is far below 1."""
+    lr, hr = next((lr, hr) for lr, hr in _pairs(shared, "Set5"))
+    pattern = np.where((np.arange(hr.shape[0])[:, None] % 4 < 2) ^ (np.arange(hr.shape[1])[None, :] % 4 < 2), 2, -2)
+    marked = np.clip(hr.astype(np.int16) + pattern[:, :, None], 0, 255).astype(np.uint8)
+    assert lattice_ratio(hr, hr, 4) == pytest.approx(1.0)
+    assert lattice_ratio(marked, hr, 4) > 10
+    assert lattice_ratio(imresize(lr, 4.0), hr, 4) < 0.1
+    with pytest.raises(ValueError, match="shape"):
+        lattice_ratio(hr[:-4], hr, 4)
+
+
+def test_color_shift_is_the_largest_channel_mean_difference() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(20, 200, (32, 32, 3), dtype=np.uint8)
+    tinted = img.copy()
+    tinted[:, :, 2] += 5
+    tinted[:, :, 0] += 2
+    assert color_shift(tinted, img) == pytest.approx(5.0)
+    assert color_shift(img, tinted) == pytest.approx(-5.0)
+    gray = img[:, :, :1]
+    assert color_shift(np.repeat(gray, 3, axis=2), gray) == pytest.approx(to_y(np.repeat(gray, 3, axis=2)).mean()
+                                                                        - gray.mean())

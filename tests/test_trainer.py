@@ -213,6 +213,32 @@ def test_phase_switch_and_frozen_discriminator(tiny_data, tmp_path):
     rows = _read_csv(tmp_path / "losses.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[3]["d_loss"] == "" and rows[4]["d_loss"] != ""
+    assert all(r["lattice"] == "" for r in rows)  # lattice weight 0: no term
+
+
+def test_lattice_loss_sees_only_the_pixel_lattice():
+    """The checkerboard penalty: a +-a pattern of period 2 costs a; a constant offset, or the same
+    pattern in both images, costs nothing; random noise costs far less than the pattern."""
+    from trainer.losses import lattice_loss
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 96, 96)
+    board = torch.zeros(96, 96)
+    board[::2, ::2], board[1::2, 1::2] = 0.01, -0.01
+    assert lattice_loss(hr + board, hr, 4).item() == pytest.approx(0.005, rel=1e-4)
+    assert lattice_loss(hr + 0.02, hr, 4).item() < 1e-7
+    assert lattice_loss(hr + board, hr + board, 4).item() == 0.0
+    assert lattice_loss(hr + 0.01 * torch.randn_like(hr), hr, 4).item() < 0.1 * 0.005
+    sr = (hr + board).requires_grad_(True)
+    lattice_loss(sr, hr, 4).backward()
+    assert sr.grad.abs().sum() > 0
+
+
+def test_lattice_term_is_logged_in_phase_2(tiny_data, tmp_path):
+    seen = []
+    train(tiny(warmup_steps=1, steps=3, lattice=10.0), [tiny_data], tmp_path, random_vgg=True, on_log=seen.append)
+    assert ["lattice" in r for r in seen] == [False, True, True]
+    rows = _read_csv(tmp_path / "losses.csv")
+    assert rows[0]["lattice"] == "" and float(rows[2]["lattice"]) > 0
 
 
 def test_discriminator_untouched_during_warmup(tiny_data, tmp_path):
@@ -232,8 +258,13 @@ def test_resume_is_exact(tiny_data, tmp_path):
     train(full, [tiny_data], tmp_path / "a", random_vgg=True)
     half = apply_overrides(full, {"steps": 3})
     train(half, [tiny_data], tmp_path / "b", random_vgg=True)
-    with open(tmp_path / "b" / "losses.csv", "a") as fh:  # an interrupted run logged past its last checkpoint
-        fh.write("4,2,0.0001,9,9,,,,,,1,1\n5,2,0.0001,9,9,,,,,,1,1\n")
+    rows = (tmp_path / "b" / "losses.csv").read_text().splitlines()
+    old = ["step", "phase", "lr_g", "g_total", "pixel", "content", "adv_g", "d_loss", "d_real", "d_fake",
+           "steps_per_s", "images_per_s"]  # a log from before the lattice column: resume rewrites it
+    by_name = [dict(zip(rows[0].split(","), r.split(","))) for r in rows[1:]]
+    text = [",".join(old), *(",".join(r[k] for k in old) for r in by_name)]
+    text += ["4,2,0.0001,9,9,,,,,,1,1", "5,2,0.0001,9,9,,,,,,1,1"]  # an interrupted run logged past its checkpoint
+    (tmp_path / "b" / "losses.csv").write_text("\n".join(text) + "\n")
     train(full, [tiny_data], tmp_path / "b", random_vgg=True, resume=True)
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 6
@@ -297,9 +328,36 @@ def test_vgg16_file_maps_relu5_4_to_relu5_3(tmp_path):
     path = tmp_path / "vgg16.safetensors"
     save_file({f"features.{k}": v.contiguous() for k, v in feats.items()}, str(path))
     net, info = load_vgg_features("relu5_4", path)
-    assert info == {"arch": "vgg16", "layer": "relu5_3", "requested_layer": "relu5_4", "source": str(path)}
+    assert info == {"arch": "vgg16", "layer": "relu5_3", "requested_layer": "relu5_4", "source": str(path),
+                    "taps": [[29, 1.0]]}
     assert len(net) == 30 and torch.equal(net[28].weight, feats["28.weight"])
     assert vgg_layer_index("vgg19", "conv5_4") == (34, "conv5_4")
+
+
+def test_multi_layer_content_loss_sums_weighted_pre_activation_taps(tmp_path):
+    """Real-ESRGAN-style taps: each term is the distance at that layer (pre-activation values,
+    not clobbered by the in-place ReLU that follows in torchvision's VGG), times its weight."""
+    from safetensors.torch import save_file
+    import torchvision
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16(weights=None).features
+    path = tmp_path / "vgg16.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in vgg.state_dict().items()}, str(path))
+    net, info = load_vgg_features("conv1_2:0.1, conv2_2:0.5,conv5_4", path)
+    assert info["layer"] == "conv1_2:0.1,conv2_2:0.5,conv5_3:1" and info["taps"] == [[2, 0.1], [7, 0.5], [28, 1.0]]
+    assert len(net) == 29
+    loss = ContentLoss(net, "l1", taps=info["taps"])
+    sr, hr = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    ref = vgg.eval()
+    for m in ref:
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    expected = sum(w * (ref[: i + 1]((sr - mean) / std) - ref[: i + 1]((hr - mean) / std)).abs().mean()
+                   for i, w in ((2, 0.1), (7, 0.5), (28, 1.0)))
+    assert torch.allclose(loss(sr, hr), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="weight"):
+        load_vgg_features("conv1_2:x", path)
 
 
 def test_missing_weights_error_names_file_and_fix(tmp_path, monkeypatch):

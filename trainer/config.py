@@ -55,6 +55,8 @@ class TrainConfig:
     content_layer: str = "relu5_4"
     content_criterion: str = "mse"          # mse | l1
     content_feature_scale: float = 1.0      # features divided by this (paper: 12.75)
+    lattice: float = 0.0                    # phase 2: checkerboard penalty weight (trainer.losses.lattice_loss)
+    lowfreq: float = 0.0                    # phase 2: colour / LR-scale fidelity weight (trainer.losses.lowfreq_loss)
     # bookkeeping
     ema_decay: float = 0.999                # 0 disables the EMA of G
     checkpoint_every: int = 500
@@ -75,6 +77,7 @@ class TrainConfig:
             (self.amp in ("auto", "off", "bf16", "fp16"), "amp must be auto, off, bf16 or fp16"),
             (self.d_every >= 1, "d_every must be >= 1"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+            (self.lattice >= 0.0 and self.lowfreq >= 0.0, "lattice and lowfreq must be >= 0"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
         ]
         for ok, msg in checks:

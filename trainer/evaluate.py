@@ -28,8 +28,8 @@ __all__ = ["TorchSR", "load_for_eval", "evaluate", "EvalReport", "SetSummary", "
 
 log = logging.getLogger(__name__)
 DEFAULT_SETS = ("Set5", "Set14", "BSD100")
-SUMMARY_COLUMNS = ("set", "images", "psnr_y", "ssim_y", "lpips", "bicubic_psnr_y", "bicubic_ssim_y",
-                   "bicubic_lpips")
+SUMMARY_COLUMNS = ("set", "images", "psnr_y", "ssim_y", "lpips", "lattice", "color_shift", "bicubic_psnr_y",
+                   "bicubic_ssim_y", "bicubic_lpips", "bicubic_lattice", "bicubic_color_shift")
 
 
 class TorchSR:
@@ -90,14 +90,17 @@ class EvalReport:
     def table(self) -> str:
         """Human-readable summary (also written to summary.txt)."""
         lines = [f"model: {self.model}", "",
-                 f"{'set':<10}{'n':>4}  {'PSNR-Y':>7} {'SSIM-Y':>7} {'LPIPS':>7}   "
+                 f"{'set':<10}{'n':>4}  {'PSNR-Y':>7} {'SSIM-Y':>7} {'LPIPS':>7} {'lattice':>7} {'colour':>6}   "
                  f"{'bicubic PSNR-Y':>14} {'SSIM-Y':>7} {'LPIPS':>7}"]
         for s in self.sets:
             m = s.means
             f = lambda v, p=2: f"{v:.{p}f}" if isinstance(v, float) else "n/a"  # noqa: E731
             lines.append(f"{s.name:<10}{s.images:>4}  {f(m['psnr_y']):>7} {f(m['ssim_y'], 4):>7} "
-                         f"{f(m['lpips'], 4):>7}   {f(m['bicubic_psnr_y']):>14} {f(m['bicubic_ssim_y'], 4):>7} "
+                         f"{f(m['lpips'], 4):>7} {f(m['lattice']):>7} {f(m['color_shift']):>6}   "
+                         f"{f(m['bicubic_psnr_y']):>14} {f(m['bicubic_ssim_y'], 4):>7} "
                          f"{f(m['bicubic_lpips'], 4):>7}")
+        lines += ["", "lattice: power at the x-scale upsampling lattice frequencies over the HR's (checkerboard "
+                  "when well above 1); colour: largest channel-mean shift, 0-255 levels"]
         if any(isinstance(s.means.get("lpips"), str) for s in self.sets):
             lines += ["", f"LPIPS: {grids.LPIPS_UNAVAILABLE}"]
         return "\n".join(lines) + "\n"

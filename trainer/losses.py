@@ -1,11 +1,13 @@
 """Pixel, VGG content and adversarial losses."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pixel_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
+__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,29 +21,70 @@ def pixel_loss(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown pixel loss {kind!r}; choose l1 or mse")
 
 
+def lowfreq_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """L1 between ``sr`` and ``hr`` averaged over scale x scale blocks: colour and LR-scale fidelity.
+
+    Perceptual losses push the image's mean colour (a VGG-16 fine-tune here
+    darkened blue by ~3.5 levels) while a full-resolution pixel loss, which also
+    fights texture, resists too weakly; this term pins what the LR input already
+    determines and leaves the detail inside each block to the other losses.
+    """
+    return F.l1_loss(F.avg_pool2d(sr.float(), scale), F.avg_pool2d(hr.float(), scale))
+
+
+def lattice_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mean |phase mean| of the error ``sr - hr`` on the x``scale`` pixel lattice: the checkerboard penalty.
+
+    The error of each image and channel is averaged over each of the scale x scale
+    sub-pixel positions, less their overall mean. That is the error's content at
+    the lattice frequencies (k / scale cycles per pixel), where a pixel-shuffle
+    checkerboard lives and ``runtime.metrics.lattice_ratio`` measures it. Perceptual
+    and adversarial gradients push on exactly these few frequencies while the
+    pixel loss barely resists; an L1 penalty here holds them at the HR's value
+    and leaves all other frequencies (texture) to the other losses.
+    """
+    n, c, h, w = sr.shape
+    e = (sr.float() - hr.float())[..., : h - h % scale, : w - w % scale]
+    phase = e.reshape(n, c, h // scale, scale, w // scale, scale).mean(dim=(2, 4))
+    return (phase - phase.mean(dim=(2, 3), keepdim=True)).abs().mean()
+
+
 class ContentLoss(nn.Module):
     """Distance between VGG features of SR and HR (inputs in [0, 1], ImageNet-normalised here).
 
-    ``feature_scale`` divides the features first (SRGAN paper: 12.75).
+    ``feature_scale`` divides the features first (SRGAN paper: 12.75). ``taps`` are
+    (index in ``features``, weight) pairs whose distances are summed (Real-ESRGAN style
+    multi-layer loss); the default is the last layer alone, weight 1.
     """
 
-    def __init__(self, features: nn.Module, criterion: str = "mse", feature_scale: float = 1.0):
+    def __init__(self, features: nn.Sequential, criterion: str = "mse", feature_scale: float = 1.0,
+                 taps: Sequence[Sequence[float]] | None = None):
         super().__init__()
         if criterion not in ("mse", "l1"):
             raise ValueError(f"unknown content criterion {criterion!r}; choose mse or l1")
         self.features, self.criterion, self.feature_scale = features, criterion, feature_scale
+        self.taps = {int(i): float(w) for i, w in (taps or [(len(features) - 1, 1.0)])}
+        if not all(0 <= i < len(features) for i in self.taps):
+            raise ValueError(f"content taps {sorted(self.taps)} outside the {len(features)}-layer feature net")
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def _phi(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features((x - self.mean) / self.std) / self.feature_scale
+    def _phi(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x, out = (x - self.mean) / self.std, []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x / self.feature_scale)
+            if len(out) == len(self.taps):
+                break
+        return out
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self._phi(hr)
-        pred = self._phi(sr)
+            targets = self._phi(hr)
         fn = F.mse_loss if self.criterion == "mse" else F.l1_loss
-        return fn(pred.float(), target.float())
+        weights = [self.taps[i] for i in sorted(self.taps)]
+        return sum(w * fn(p.float(), t.float()) for w, p, t in zip(weights, self._phi(sr), targets))
 
 
 def adversarial_g(fake_logits: torch.Tensor) -> torch.Tensor:

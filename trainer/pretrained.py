@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["PretrainedWeightsError", "read_state_dict", "vgg_layer_index", "load_vgg_features",
+__all__ = ["PretrainedWeightsError", "read_state_dict", "vgg_layer_index", "parse_layer_spec", "load_vgg_features",
            "load_alexnet_features", "load_lpips", "torchvision_cache_file"]
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,38 @@ def _features_only(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return sd
 
 
+def parse_layer_spec(spec: str) -> list[tuple[str, float]]:
+    """``"relu5_4"`` or ``"conv1_2:0.1,conv2_2:0.1,conv5_4:1"`` -> [(layer, weight), ...] (weight 1 if omitted).
+
+    Raises ValueError for an empty spec or an unreadable weight."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        name, _, weight = part.partition(":")
+        try:
+            out.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"content layer {part!r}: weight {weight!r} is not a number") from None
+    if not out or any(not name for name, _ in out):
+        raise ValueError(f"content layer spec {spec!r} is empty; e.g. relu5_4 or conv1_2:0.1,conv5_4:1")
+    return out
+
+
 def load_vgg_features(layer: str, weights: Path | None = None, *, random_weights: bool = False
-                      ) -> tuple[nn.Sequential, dict[str, str]]:
+                      ) -> tuple[nn.Sequential, dict[str, Any]]:
     """VGG ``features`` truncated after ``layer``, frozen, in eval mode.
 
+    ``layer`` is one name (``relu5_4``) or weighted taps (``conv1_2:0.1,conv5_4:1``, see
+    :func:`parse_layer_spec`); the net then ends at the deepest tap and its ReLUs are not in-place,
+    so a pre-activation tap keeps its value.
     With ``weights`` the file decides the network: keys up to ``features.34``
     mean VGG-19, up to ``features.28`` VGG-16 (relu5_4 then maps to relu5_3).
     Without it, torchvision's VGG-19 ImageNet weights from its cache.
-    Returns (module, info) with info = {arch, layer, source}.
+    Returns (module, info) with info = {arch, layer, requested_layer, source, taps}; ``taps`` lists
+    [index in the net, weight] for :class:`trainer.losses.ContentLoss`.
     """
     import torchvision
 
+    requested = parse_layer_spec(layer)
     if random_weights:
         arch, sd, source = "vgg19", None, "RANDOM (explicitly requested; not a perceptual loss)"
     elif weights is not None:
@@ -129,19 +151,27 @@ def load_vgg_features(layer: str, weights: Path | None = None, *, random_weights
         sd = _features_only(_from_torchvision(torchvision.models.VGG19_Weights.IMAGENET1K_V1, "VGG-19",
                                               "--vgg-weights"))
         source = "torchvision VGG19_Weights.IMAGENET1K_V1"
-    index, used = vgg_layer_index(arch, layer)
+    resolved = [(*vgg_layer_index(arch, name), w) for name, w in requested]
     net = getattr(torchvision.models, arch)(weights=None).features
     if sd is not None:
         missing, unexpected = net.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise PretrainedWeightsError(f"VGG weights from {source} do not fit {arch}: missing {missing[:4]}, "
                                          f"unexpected {unexpected[:4]}")
-    net = net[: index + 1].eval()
+    net = net[: max(i for i, _, _ in resolved) + 1].eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    if used != layer:
+    for m in net:
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    if len(resolved) == 1:
+        used = resolved[0][1]
+    else:
+        used = ",".join(f"{name}:{w:g}" for _, name, w in resolved)
+    if [n for _, n, _ in resolved] != [n for n, _ in requested]:
         log.warning("content loss: %s has no %s; using %s instead", arch, layer, used)
-    return net, {"arch": arch, "layer": used, "requested_layer": layer, "source": source}
+    return net, {"arch": arch, "layer": used, "requested_layer": layer, "source": source,
+                 "taps": [[i, w] for i, _, w in resolved]}
 
 
 def load_alexnet_features(weights: Path | None = None) -> tuple[nn.Sequential, str]:

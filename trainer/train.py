@@ -28,7 +28,7 @@ from runtime.imageio import atomic_write
 from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import PatchBatches, epoch_steps, load_pairs
-from .losses import ContentLoss, adversarial_d, adversarial_g, pixel_loss
+from .losses import ContentLoss, adversarial_d, adversarial_g, lattice_loss, lowfreq_loss, pixel_loss
 from .models import Discriminator, build_generator
 from .pretrained import load_vgg_features
 
@@ -37,8 +37,8 @@ __all__ = ["RunResult", "train", "resolve_device", "autocast_dtype", "CHECKPOINT
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"      # full training state (large; keep out of git)
 GENERATOR_NAME = "generator.pt"        # G + EMA + config only (small; what ships to continue)
-LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "adv_g", "d_loss", "d_real", "d_fake",
-               "steps_per_s", "images_per_s"]
+LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "adv_g", "d_loss",
+               "d_real", "d_fake", "steps_per_s", "images_per_s"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class RunResult:
     epoch_steps: int
     checkpoint: Path
     last_losses: dict[str, float] = field(default_factory=dict)
-    content_info: dict[str, str] | None = None
+    content_info: dict[str, Any] | None = None
 
 
 class DeviceError(RuntimeError):
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     content_info = None
     if needs_vgg:
         feats, content_info = load_vgg_features(cfg.content_layer, vgg_weights, random_weights=random_vgg)
-        content = ContentLoss(feats, cfg.content_criterion, cfg.content_feature_scale).to(dev)
+        content = ContentLoss(feats, cfg.content_criterion, cfg.content_feature_scale, content_info["taps"]).to(dev)
         if cfg.channels_last:
             content = content.to(memory_format=torch.channels_last)
         log.info("content loss: %s %s from %s", content_info["arch"], content_info["layer"], content_info["source"])
@@ -228,9 +228,10 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     elif rank == 0 and resume:  # rows logged after the checkpoint by an interrupted run are replayed: drop them
         with open(csv_path, newline="") as fh:
             header, *rows = csv.reader(fh)
-        by_step = {int(r[0]): r for r in rows if r and int(r[0]) <= start}  # a step logged twice: the later row
-        text = io.StringIO()
-        csv.writer(text).writerows([header, *(by_step[k] for k in sorted(by_step))])
+        by_step = {int(r[0]): dict(zip(header, r)) for r in rows if r and int(r[0]) <= start}  # later row wins
+        text = io.StringIO()  # rewritten under today's columns (a log from an older version gains empty ones)
+        csv.writer(text).writerows([LOSS_FIELDS, *([by_step[k].get(f, "") for f in LOSS_FIELDS]
+                                                   for k in sorted(by_step))])
         with atomic_write(csv_path) as fh:
             fh.write(text.getvalue().encode())
     last: dict[str, float] = {}
@@ -263,6 +264,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
                          d_fake=torch.sigmoid(fake.float()).mean().item())
         w_pix, w_con, w_adv = ((cfg.warmup_pixel, cfg.warmup_content, 0.0) if phase == 1
                                else (cfg.pixel, cfg.content, cfg.adv if D is not None else 0.0))
+        w_lat, w_low = (cfg.lattice, cfg.lowfreq) if phase == 2 else (0.0, 0.0)
         sr32 = sr.float()
         loss = torch.zeros((), device=dev)
         if w_pix:
@@ -274,6 +276,14 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
                 con = content(sr, hr)
             loss = loss + w_con * con
             terms["content"] = con.item()
+        if w_lat:
+            lat = lattice_loss(sr32, hr, cfg.scale)
+            loss = loss + w_lat * lat
+            terms["lattice"] = lat.item()
+        if w_low:
+            low = lowfreq_loss(sr32, hr, cfg.scale)
+            loss = loss + w_low * low
+            terms["lowfreq"] = low.item()
         if w_adv:
             for p in D.parameters():
                 p.requires_grad_(False)
