@@ -124,6 +124,8 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "pixel_loss": training.get("pixel_loss"), "adversarial_weight": training.get("adv"),
             "content_loss": training.get("content_loss"), "weights": meta.get("weights"),
             "checkpoint_sha256": meta.get("checkpoint_sha256"),
+            "phase2_weights": {k: training[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g")
+                               if k in training} or None,
         },
         "quality": quality if quality else _NOT_MEASURED,
         "parity": _parity_summary(fp32),
@@ -154,6 +156,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Preset `{t['preset']}`, {t['steps']} steps (phase {t['phase']}, warm-up {t['warmup_steps']} steps), "
         f"pixel loss {t['pixel_loss']}, adversarial weight {t['adversarial_weight']}, "
         f"content loss {t['content_loss']}.",
+        *([f"- Phase-2 loss weights and learning rate: {t['phase2_weights']}."] if t.get("phase2_weights") else []),
         f"- Weights: {t['weights']}; checkpoint sha256 `{t['checkpoint_sha256']}`.",
         "", "## Quality (Y channel, border = scale; LPIPS AlexNet v0.1)", "",
     ]

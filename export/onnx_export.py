@@ -190,6 +190,8 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
         "pixel_loss": cfg.get("pixel_loss"), "adv": cfg.get("adv"), "content_loss": state.get("content_loss"),
         "ema_decay": cfg.get("ema_decay"),
     }
+    if state.get("phase") == 2:  # the phase-2 loss weights (absent from older checkpoints' configs: omitted)
+        training.update({k: cfg[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g") if k in cfg})
     meta = {
         "scale": str(state["hparams"].get("scale")),
         "arch": state["arch"],

@@ -343,6 +343,7 @@ def test_multi_layer_content_loss_sums_weighted_pre_activation_taps(tmp_path):
     vgg = torchvision.models.vgg16(weights=None).features
     path = tmp_path / "vgg16.safetensors"
     save_file({f"features.{k}": v.contiguous() for k, v in vgg.state_dict().items()}, str(path))
+    assert vgg_layer_index("vgg16", "conv3_4") == (14, "conv3_3") and vgg_layer_index("vgg16", "relu4_4")[1] == "relu4_3"
     net, info = load_vgg_features("conv1_2:0.1, conv2_2:0.5,conv5_4", path)
     assert info["layer"] == "conv1_2:0.1,conv2_2:0.5,conv5_3:1" and info["taps"] == [[2, 0.1], [7, 0.5], [28, 1.0]]
     assert len(net) == 29

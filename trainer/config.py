@@ -111,6 +111,8 @@ class TrainConfig:
         return steps > warmup and self.adv > 0
 
 
+SRGAN_CONTENT_LAYERS = "conv1_2:0.1,conv2_2:0.1,conv3_4:1,conv4_4:1,conv5_4:1"  # VGG-16: conv3_3, conv4_3, conv5_3
+
 PRESETS: dict[str, TrainConfig] = {
     # The SRGAN report's numbers: 2 warm-up + 16 adversarial epochs, batch 16, HR 96, Adam 1e-4
     # for G and D, content (VGG relu5_4) + 0.07 pixel + 1e-6 adversarial, D every 6 steps.
@@ -129,10 +131,15 @@ PRESETS: dict[str, TrainConfig] = {
         preset="psnr", bn=False, steps=100_000, warmup_pixel=1.0, warmup_content=0.0, adv=0.0,
         lr_g=2e-4, lr_milestones=(50_000, 80_000), lr_gamma=0.5,
     ),
-    # Perceptual fine-tuning of a psnr model (ESRGAN-style weights on a short schedule).
+    # Perceptual fine-tuning of a psnr model (--init): Real-ESRGAN's multi-layer pre-activation VGG
+    # loss (L1) and ESRGAN's adversarial weight, L1 pixel loss at 1, plus the two terms that keep
+    # the result clean: a checkerboard (lattice) penalty and colour / LR-scale fidelity (lowfreq).
+    # Without them this fine-tune showed a pixel-lattice pattern 230x the HR's and a -4 level colour
+    # cast (benchmarks/TRAINING.md).
     "srgan": TrainConfig(
-        preset="srgan", bn=False, steps=20_000, warmup_steps=0, pixel_loss="l1", pixel=1e-2,
-        content=1.0, content_criterion="l1", content_layer="conv5_4", adv=5e-3, d_every=1,
+        preset="srgan", bn=False, steps=20_000, warmup_steps=0, pixel_loss="l1", pixel=1.0,
+        content=1.0, content_criterion="l1", content_layer=SRGAN_CONTENT_LAYERS, adv=5e-3, d_every=1,
+        lattice=500.0, lowfreq=30.0, ema_decay=0.995, lr_milestones=(15_000,), lr_gamma=0.5,
     ),
     # SRCNN 9-1-5 baseline on bicubic-upsampled input, MSE.
     "srcnn": TrainConfig(

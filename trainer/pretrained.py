@@ -47,15 +47,15 @@ def _layer_names(arch: str) -> dict[str, int]:
 def vgg_layer_index(arch: str, layer: str) -> tuple[int, str]:
     """Index in ``vgg.features`` of a named layer (e.g. relu5_4), and the name used.
 
-    VGG-16 has no relu5_4/conv5_4: those map to the last layer of the same kind in
-    block 5 (relu5_3/conv5_3), and the returned name says so.
-    Raises ValueError for a name that does not exist in either network.
+    VGG-16 has no 4th layer in blocks 3-5 (conv3_4 ... relu5_4): those map to the
+    last layer of the same kind in the block (conv3_3 ... relu5_3), and the returned
+    name says so. Raises ValueError for a name that does not exist in either network.
     """
     names = _layer_names(arch)
     if layer in names:
         return names[layer], layer
     kind, _, pos = layer.partition("_")
-    if arch == "vgg16" and pos and f"{kind}_3" in names and kind[-1:] == "5" and layer in _layer_names("vgg19"):
+    if arch == "vgg16" and pos == "4" and f"{kind}_3" in names and layer in _layer_names("vgg19"):
         mapped = f"{kind}_3"
         return names[mapped], mapped
     raise ValueError(f"unknown VGG layer {layer!r}; examples: relu2_2, relu5_4, conv5_4")
