@@ -27,12 +27,12 @@ MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         ModelEntry("srresnet", "srresnet_x4.onnx", "SRResNet-16 x4, L1-trained, PSNR-oriented (psnr preset)"),
-        ModelEntry("srgan", "srgan_x4.onnx", "SRGAN x4, perceptual + adversarial fine-tune of SRResNet"),
+        ModelEntry("srgan", "srgan_x4.onnx", "SRGAN x4, perceptual + adversarial fine-tune of SRResNet (default)"),
         ModelEntry("srcnn", "srcnn_x4.onnx", "SRCNN 9-1-5 x4 on bicubic input (classic baseline)"),
     )
 }
 
-DEFAULT_MODEL = "srresnet"
+DEFAULT_MODEL = "srgan"
 
 #: AlexNet LPIPS v0.1 as ONNX, made by ``cli.py export-lpips``.
 LPIPS_MODEL_FILE = "lpips_alex.onnx"

@@ -15,6 +15,7 @@ import cli
 from conftest import ROOT, photo
 from runtime.formats import FORMATS
 from runtime.imageio import read_image, write_image
+from runtime.registry import DEFAULT_MODEL, MODELS
 from runtime.resize import imresize
 
 runner = CliRunner()
@@ -29,7 +30,7 @@ def test_version_and_help() -> None:
     r = run("--version")
     assert r.exit_code == 0 and r.stdout.strip() == f"srgan {cli.__version__}"
     r = run("upscale", "--help")
-    assert r.exit_code == 0 and "--tile" in r.stdout and "srresnet" in r.stdout
+    assert r.exit_code == 0 and "--tile" in r.stdout and DEFAULT_MODEL in r.stdout
     assert {f.value for f in cli.OutputFormat} == set(FORMATS)
 
 
@@ -80,7 +81,7 @@ def test_missing_inputs_and_no_images_are_exit_2(tiny_path: Path, tmp_path: Path
 def test_missing_default_model_names_the_file(tmp_path: Path) -> None:
     r = run("upscale", EXAMPLES, "-o", tmp_path / "out", env={"SRGAN_MODELS_DIR": str(tmp_path / "models")})
     assert r.exit_code == 2
-    assert "srresnet_x4.onnx" in r.output and "cli.py train" in r.output
+    assert MODELS[DEFAULT_MODEL].filename in r.output and "cli.py train" in r.output
     r = run("upscale", EXAMPLES, "-o", tmp_path / "out", "-m", "esrgan-unknown")
     assert r.exit_code == 2 and "srresnet, srgan, srcnn" in r.output
 
@@ -88,7 +89,7 @@ def test_missing_default_model_names_the_file(tmp_path: Path) -> None:
 def test_default_model_name_resolves_through_the_registry(tiny_path: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
-    shutil.copy(tiny_path, models / "srresnet_x4.onnx")
+    shutil.copy(tiny_path, models / MODELS[DEFAULT_MODEL].filename)
     r = run("upscale", EXAMPLES / "astronaut.png", "-o", tmp_path / "out", env={"SRGAN_MODELS_DIR": str(models)})
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "astronaut.png").is_file()
