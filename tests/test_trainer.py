@@ -233,12 +233,27 @@ def test_lattice_loss_sees_only_the_pixel_lattice():
     assert sr.grad.abs().sum() > 0
 
 
-def test_lattice_term_is_logged_in_phase_2(tiny_data, tmp_path):
+def test_lowfreq_loss_sees_block_means_only():
+    """Colour / LR-scale fidelity: a colour offset costs its size; detail that averages out inside
+    each 4x4 block (a period-2 checkerboard) costs nothing."""
+    from trainer.losses import lowfreq_loss
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 96, 96)
+    board = torch.zeros(96, 96)
+    board[::2, ::2], board[1::2, 1::2], board[::2, 1::2], board[1::2, ::2] = 0.05, 0.05, -0.05, -0.05
+    tint = torch.tensor([0.0, 0.0, 0.02]).view(1, 3, 1, 1)
+    assert lowfreq_loss(hr + tint, hr, 4).item() == pytest.approx(0.02 / 3, rel=1e-4)
+    assert lowfreq_loss(hr + board, hr, 4).item() < 1e-7
+
+
+def test_lattice_and_lowfreq_terms_are_logged_in_phase_2(tiny_data, tmp_path):
     seen = []
-    train(tiny(warmup_steps=1, steps=3, lattice=10.0), [tiny_data], tmp_path, random_vgg=True, on_log=seen.append)
-    assert ["lattice" in r for r in seen] == [False, True, True]
+    train(tiny(warmup_steps=1, steps=3, lattice=10.0, lowfreq=5.0), [tiny_data], tmp_path, random_vgg=True,
+          on_log=seen.append)
+    assert ["lattice" in r and "lowfreq" in r for r in seen] == [False, True, True]
     rows = _read_csv(tmp_path / "losses.csv")
-    assert rows[0]["lattice"] == "" and float(rows[2]["lattice"]) > 0
+    assert rows[0]["lattice"] == rows[0]["lowfreq"] == "" and float(rows[2]["lattice"]) > 0
+    assert float(rows[2]["lowfreq"]) > 0
 
 
 def test_discriminator_untouched_during_warmup(tiny_data, tmp_path):
