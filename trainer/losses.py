@@ -63,7 +63,7 @@ class ContentLoss(nn.Module):
         if criterion not in ("mse", "l1"):
             raise ValueError(f"unknown content criterion {criterion!r}; choose mse or l1")
         self.features, self.criterion, self.feature_scale = features, criterion, feature_scale
-        self.taps = {int(i): float(w) for i, w in (taps or [(len(features) - 1, 1.0)])}
+        self.taps = dict(sorted((int(i), float(w)) for i, w in (taps or [(len(features) - 1, 1.0)])))  # net order
         if not all(0 <= i < len(features) for i in self.taps):
             raise ValueError(f"content taps {sorted(self.taps)} outside the {len(features)}-layer feature net")
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -83,8 +83,7 @@ class ContentLoss(nn.Module):
         with torch.no_grad():
             targets = self._phi(hr)
         fn = F.mse_loss if self.criterion == "mse" else F.l1_loss
-        weights = [self.taps[i] for i in sorted(self.taps)]
-        return sum(w * fn(p.float(), t.float()) for w, p, t in zip(weights, self._phi(sr), targets))
+        return sum(w * fn(p.float(), t.float()) for w, p, t in zip(self.taps.values(), self._phi(sr), targets))
 
 
 def adversarial_g(fake_logits: torch.Tensor) -> torch.Tensor:
