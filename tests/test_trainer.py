@@ -170,6 +170,29 @@ def test_corrupt_training_image_names_the_file(tmp_path):
         load_pairs([tmp_path], 4)
 
 
+def test_decoded_pair_cache_is_exact_and_safe_for_concurrent_runs(tiny_data, tmp_path, monkeypatch):
+    """Two runs sharing --cache may write the same entry at once: neither may fail or read a torn file."""
+    import trainer.data as data
+    cache = tmp_path / "cache"
+    real_savez, nested = np.savez, []
+
+    def savez_with_a_concurrent_writer(fh, **arrays):  # another run writes the same entry before this one renames
+        real_savez(fh, **arrays)
+        if not nested:
+            nested.append(None)
+            nested[0] = load_pairs([tiny_data], 4, cache_dir=cache)
+
+    monkeypatch.setattr(data.np, "savez", savez_with_a_concurrent_writer)
+    first = load_pairs([tiny_data], 4, cache_dir=cache)
+    monkeypatch.setattr(data.np, "savez", real_savez)
+    again = load_pairs([tiny_data], 4, cache_dir=cache)  # every pair now read from the cache
+    fresh = load_pairs([tiny_data], 4)
+    assert len(list(cache.glob("*.npz"))) == len(fresh) == 3 and not list(cache.glob("*.tmp*"))
+    for a, b, c, d in zip(first, nested[0], again, fresh):
+        assert a.name == d.name and np.array_equal(a.hr, d.hr) and np.array_equal(a.lr, d.lr)
+        assert np.array_equal(b.lr, d.lr) and np.array_equal(c.hr, d.hr) and np.array_equal(c.lr, d.lr)
+
+
 def test_patches_are_aligned_and_deterministic(tiny_data):
     pairs = load_pairs([tiny_data], 4, min_hr=32)
     ds = PatchBatches(pairs, scale=4, lr_patch=8, batch=3, seed=1)

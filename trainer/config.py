@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from runtime.imageio import atomic_write
+
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError", "load_config", "save_config"]
 
 
@@ -212,9 +214,8 @@ def save_config(cfg: TrainConfig, path: Path, extra: dict[str, Any] | None = Non
     data = dataclasses.asdict(cfg)
     if extra:
         data["_resolved"] = extra
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(data, indent=2, sort_keys=True).encode())
 
 
 def load_config(path: Path) -> TrainConfig:

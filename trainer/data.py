@@ -22,6 +22,7 @@ from PIL import Image
 
 from runtime.datasets import DatasetError as DataError
 from runtime.datasets import discover, find_images
+from runtime.imageio import atomic_write
 from runtime.resize import imresize
 
 __all__ = ["DataError", "ImagePair", "find_images", "discover", "load_pairs", "PatchBatches", "epoch_steps"]
@@ -78,9 +79,8 @@ def _load_one(hr_path: Path, lr_path: Path | None, scale: int, degradation: str,
         lr = degrade(hr, scale, degradation)
     if key is not None:
         key.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key.with_suffix(".tmp.npz")
-        np.savez(tmp, hr=hr, lr=lr)
-        tmp.replace(key)
+        with atomic_write(key) as fh:  # a unique temp name: runs sharing a cache never collide
+            np.savez(fh, hr=hr, lr=lr)
     return ImagePair(hr_path.stem, hr, lr)
 
 

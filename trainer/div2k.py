@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from runtime.files import file_sha256
+from runtime.imageio import atomic_write
 
 from .data import DataError
 
@@ -83,7 +84,6 @@ def fetch_div2k(root: Path, parts: tuple[str, ...] = ("train_hr", "train_lr_x4")
         if record.get("sha256") != digest or not record.get("extracted"):
             _safe_extract(archive, root)
         manifest[name] = {"sha256": digest, "bytes": archive.stat().st_size, "extracted": True}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    tmp.replace(manifest_path)
+    with atomic_write(manifest_path) as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
     return root
