@@ -178,7 +178,7 @@ def test_decoded_pair_cache_is_exact_and_safe_for_concurrent_runs(tiny_data, tmp
 
     def savez_with_a_concurrent_writer(fh, **arrays):  # another run writes the same entry before this one renames
         real_savez(fh, **arrays)
-        if not nested:
+        if not nested:  # once: the placeholder stops the other writer's own savez from recursing
             nested.append(None)
             nested[0] = load_pairs([tiny_data], 4, cache_dir=cache)
 
