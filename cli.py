@@ -71,6 +71,8 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="refuse i
 MaxMemoryOpt = Annotated[int, typer.Option(
     "--max-memory", min=0, help="MiB one CPU inference call may use: tiles larger than that are split "
     "(same result, from the model's measured bytes per pixel); 0 = no cap")]
+EnsembleOpt = Annotated[bool, typer.Option(
+    "--ensemble", help="x8 self-ensemble: average the 8 flips/rotations (higher PSNR, 8x the time)")]
 GridOpt = Annotated[bool, typer.Option("--grid", help="write comparison figures to OUT/grids")]
 HrOpt = Annotated[Optional[Path], typer.Option("--hr", exists=True, file_okay=False,
                                                help="folder of HR references (same names) for PSNR/SSIM")]
@@ -179,6 +181,7 @@ def upscale(
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
+    ensemble: EnsembleOpt = False,
     grid: GridOpt = False,
     hr: HrOpt = None,
     metrics: MetricsOpt = None,
@@ -195,7 +198,8 @@ def upscale(
     try:
         options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                                  format=format.value if format else None, quality=quality,
-                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None)
+                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None,
+                                 ensemble=ensemble)
         report = upscale_batch(inputs, output, model=model, device=device.value, threads=threads, options=options,
                                recursive=recursive, glob=glob, hr_dir=hr, grid=grid, metrics_csv=metrics,
                                progress=bar)
@@ -228,6 +232,7 @@ def watch(
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
+    ensemble: EnsembleOpt = False,
     settle: Annotated[float, typer.Option("--settle", min=0.0, max=3600.0,
                                           help="seconds a file must stay unchanged before it is read")] = 1.0,
     polling: Annotated[bool, typer.Option("--polling", help="poll the folder (network shares without "
@@ -254,7 +259,8 @@ def watch(
     try:
         options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                                  format=format.value if format else None, quality=quality,
-                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None)
+                                 overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None,
+                                 ensemble=ensemble)
         sr_model = load_model(resolve_model(model), device=device.value, threads=threads)
         watcher = FolderWatcher(in_dir, output, sr_model, options, recursive=recursive, new_only=new_only,
                                 glob=glob, settle=settle, polling=polling, on_result=show)
@@ -385,6 +391,27 @@ def train(
                f"1 epoch = {result.epoch_steps} steps); checkpoint {result.checkpoint}")
 
 
+@app.command("average")
+def average_cmd(
+    checkpoints: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                      help="two or more checkpoints fine-tuned from one model")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="generator file to write (.pt)")],
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="average the EMA weights where a checkpoint has them")
+                   ] = True,
+) -> None:
+    """Average generator weights of several runs into one checkpoint (a model soup; export it as usual)."""
+    from trainer.checkpoint import CheckpointError, average_generators
+
+    try:
+        state = average_generators(checkpoints, output, use_ema=ema)
+    except CheckpointError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for src in state["averaged_from"]:
+        typer.echo(f"  {src['path']} (step {src['step']}, {src['weights']} weights)")
+    typer.echo(f"written: {output} ({state['arch']}, the mean of {len(checkpoints)} generators)")
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="checkpoint (.pt) or ONNX model")],
@@ -397,6 +424,7 @@ def eval_(
     threads: ThreadsOpt = 0,
     tile: Annotated[int, typer.Option("--tile", min=0, help="tile side in LR pixels; 0 = whole image")] = 0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="use the raw G weights, not the EMA")] = False,
+    ensemble: EnsembleOpt = False,
     grids: Annotated[int, typer.Option("--grids", min=0, help="comparison grids per set")] = 5,
     record: Annotated[bool, typer.Option("--record", help="write the means into the ONNX model's metadata "
                                          "and model card (needs --out and an .onnx MODEL)")] = False,
@@ -408,12 +436,19 @@ def eval_(
     from trainer.run import default_lpips
 
     _setup_logging(verbose)
+    if record and ensemble:
+        typer.echo("error: --record writes the model's own numbers; drop --ensemble to record them", err=True)
+        raise typer.Exit(2)
     sets = data or _default_eval_sets()
     if not sets:
         typer.echo(f"error: no --data given and no benchmark sets under {SHARED_DATA}", err=True)
         raise typer.Exit(2)
     try:
         m, description = load_for_eval(model, device=device.value, threads=threads, use_ema=not no_ema)
+        if ensemble:
+            from runtime.ensemble import SelfEnsemble
+
+            m, description = SelfEnsemble(m), f"{description}, x8 self-ensemble"
         report = evaluate(m, sets, out, description=description, lpips=default_lpips(), grids_per_set=grids,
                           tile=tile)
     except (SRError, ValueError, FileNotFoundError) as e:

@@ -124,6 +124,7 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "pixel_loss": training.get("pixel_loss"), "adversarial_weight": training.get("adv"),
             "content_loss": training.get("content_loss"), "weights": meta.get("weights"),
             "checkpoint_sha256": meta.get("checkpoint_sha256"),
+            "averaged_from": json.loads(meta["averaged_from"]) if "averaged_from" in meta else None,
             "phase2_weights": {k: training[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g")
                                if k in training} or None,
         },
@@ -158,6 +159,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"content loss {t['content_loss']}.",
         *([f"- Phase-2 loss weights and learning rate: {t['phase2_weights']}."] if t.get("phase2_weights") else []),
         f"- Weights: {t['weights']}; checkpoint sha256 `{t['checkpoint_sha256']}`.",
+        *([f"- Weight average of {len(t['averaged_from'])} checkpoints: " + "; ".join(
+            f"`{a['file']}` (step {a['step']}, {a['weights']}, sha256 `{a['sha256'][:16]}...`)"
+            for a in t["averaged_from"]) + "."] if t.get("averaged_from") else []),
         "", "## Quality (Y channel, border = scale; LPIPS AlexNet v0.1)", "",
     ]
     q = card["quality"]

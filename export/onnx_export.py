@@ -179,7 +179,8 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     Keys: scale, arch, receptive_radius (LR px), input_range ``0-1``, color_order
     ``RGB``, output (``linear; clamp to 0-1``), trained_on, train_steps,
     checkpoint_sha256, weights (``ema`` or ``g``), hparams (JSON), training (JSON
-    summary of the config), opset, exporter, and quality (JSON) when known.
+    summary of the config), opset, exporter, and, when known, quality (JSON) and
+    averaged_from (JSON: the checkpoints a weight average was made of).
     """
     cfg = state.get("config") or {}
     ema = bool(use_ema and state.get("g_ema"))
@@ -208,6 +209,9 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
         "opset": str(opset),
         "exporter": f"export/onnx_export.py, torch {torch.__version__} dynamo exporter",
     }
+    if state.get("averaged_from"):  # a weight average of several runs (trainer.checkpoint.average_generators)
+        meta["averaged_from"] = json.dumps([{k: src.get(k) for k in ("sha256", "step", "weights")} | {
+            "file": Path(src["path"]).as_posix()} for src in state["averaged_from"]], sort_keys=True)
     if quality:
         meta["quality"] = json.dumps(quality, sort_keys=True)
     return meta

@@ -317,3 +317,51 @@ def test_cli_export_prints_parity_table(tmp_path):
     assert (tmp_path / "models" / "x.card.json").is_file()
     res = CliRunner().invoke(app, ["export", str(tmp_path / "x.onnx"), "-o", str(tmp_path / "y.onnx")])
     assert res.exit_code == 2  # a missing checkpoint is a usage error
+
+
+def test_cli_average_then_export_is_the_mean_network(tmp_path):
+    """`cli.py average` writes the mean of each run's EMA (else raw) weights; the export records the sources."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from trainer.checkpoint import generator_from_checkpoint, load_checkpoint
+
+    torch.manual_seed(1)
+    a, a_ema, b = (SRResNet(scale=4, channels=8, blocks=2, bn=True).eval() for _ in range(3))
+    for m, step in ((a_ema, 3), (b, 5)):
+        bn = next(x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d))
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.num_batches_tracked.fill_(step)
+    first = _save(a, "srresnet", tmp_path / "r1" / "generator.pt", ema=a_ema)
+    second = _save(b, "srresnet", tmp_path / "r2" / "generator.pt")
+    out = tmp_path / "soup.pt"
+    res = CliRunner().invoke(app, ["average", str(first), str(second), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    soup = load_checkpoint(out)
+    ref_a, ref_b = a_ema.state_dict(), b.state_dict()
+    for k, v in soup["g"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (ref_a[k] + ref_b[k]) / 2, atol=1e-7), k
+        else:
+            assert torch.equal(v, ref_a[k]), k  # BN counters come from the first
+    assert soup["g_ema"] is None and [s["weights"] for s in soup["averaged_from"]] == ["ema", "g"]
+    assert [s["sha256"] for s in soup["averaged_from"]] == [file_sha256(first), file_sha256(second)]
+
+    net, _ = generator_from_checkpoint(out)
+    rep = export_generator(out, tmp_path / "soup.onnx", real_images=[])
+    x = np.random.default_rng(0).random((1, 3, 10, 12), dtype=np.float32)
+    import onnxruntime as ort
+    got = ort.InferenceSession(str(rep.path), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(torch.from_numpy(x)).numpy()).max() < FP32_MAX_ABS
+    sources = json.loads(rep.metadata["averaged_from"])
+    assert [(s["file"], s["step"], s["weights"]) for s in sources] == [
+        (first.as_posix(), 7, "ema"), (second.as_posix(), 7, "g")]
+    assert "Weight average of 2 checkpoints" in rep.card_md.read_text()
+
+    other = _save(SRResNet(scale=4, channels=8, blocks=1), "srresnet", tmp_path / "r3" / "generator.pt")
+    res = CliRunner().invoke(app, ["average", str(first), str(other), "-o", str(tmp_path / "bad.pt")])
+    assert res.exit_code == 2 and "r3" in res.output and "one architecture" in res.output
+    res = CliRunner().invoke(app, ["average", str(first), "-o", str(tmp_path / "bad.pt")])
+    assert res.exit_code == 2 and "at least two" in res.output
+    assert not (tmp_path / "bad.pt").exists()

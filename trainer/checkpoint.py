@@ -20,7 +20,7 @@ from runtime.files import file_sha256
 from .models import build_generator
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "generator_from_checkpoint", "file_sha256"]
+           "generator_from_checkpoint", "average_generators", "file_sha256"]
 
 FORMAT_VERSION = 1
 
@@ -75,3 +75,43 @@ def generator_from_checkpoint(path: Path, use_ema: bool = True) -> tuple[torch.n
     weights = state.get("g_ema") if use_ema and state.get("g_ema") else state["g"]
     model.load_state_dict(weights)
     return model.eval(), state
+
+
+def average_generators(paths: list[Path], out: Path, use_ema: bool = True) -> dict[str, Any]:
+    """Average the generator weights of several checkpoints into one generator file (a "model soup").
+
+    The checkpoints must share arch and hyperparameters; they should come from runs fine-tuned
+    from one common model (weights of unrelated runs do not average into a working network).
+    Each contributes its EMA weights when present and ``use_ema``, else its raw G. Floating
+    tensors are averaged in float64; other buffers (BatchNorm counters) are taken from the
+    first. The result is written to ``out`` in the generator-file layout (metadata of the
+    first, ``step`` the largest) with ``averaged_from`` recording each source's path, sha256,
+    step and weights. Returns the written state. Raises CheckpointError naming the file that
+    does not fit.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise CheckpointError("averaging needs at least two checkpoints")
+    states = [load_checkpoint(p) for p in paths]
+    first = states[0]
+    sources, weights = [], []
+    for path, state in zip(paths, states):
+        if state["arch"] != first["arch"] or state.get("hparams") != first.get("hparams"):
+            raise CheckpointError(
+                f"{path} is a {state['arch']} {state.get('hparams')}, but {paths[0]} is a {first['arch']} "
+                f"{first.get('hparams')}: only checkpoints of one architecture can be averaged")
+        ema = bool(use_ema and state.get("g_ema"))
+        weights.append(state["g_ema"] if ema else state["g"])
+        sources.append({"path": str(path), "sha256": file_sha256(path), "step": state.get("step"),
+                        "weights": "ema" if ema else "g"})
+    avg = {}
+    for key, ref in weights[0].items():
+        if ref.is_floating_point():
+            avg[key] = (sum(w[key].double() for w in weights) / len(weights)).to(ref.dtype)
+        else:
+            avg[key] = ref.clone()
+    keep = ("format_version", "arch", "hparams", "phase", "warmup_steps", "config", "content_loss", "train_images")
+    result = {k: first.get(k) for k in keep} | {
+        "g": avg, "g_ema": None, "step": max(s.get("step") or 0 for s in states), "averaged_from": sources}
+    save_checkpoint(result, out)
+    return result
