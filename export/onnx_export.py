@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from runtime.bench import measure_memory_per_pixel
-from trainer.checkpoint import file_sha256, generator_from_checkpoint
+from trainer.checkpoint import file_sha256, generator_from_checkpoint, generator_weights
 
 from ._io import SHARED_DATA, atomic_write_bytes, sidecar, write_json
 from .errors import ExportError, VariantError
@@ -183,7 +183,7 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     averaged_from (JSON: the checkpoints a weight average was made of).
     """
     cfg = state.get("config") or {}
-    ema = bool(use_ema and state.get("g_ema"))
+    kind = generator_weights(state, use_ema)[1]
     training = {
         "preset": cfg.get("preset"), "step": state.get("step"), "phase": state.get("phase"),
         "warmup_steps": state.get("warmup_steps"), "train_images": state.get("train_images"),
@@ -203,7 +203,7 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
         "trained_on": trained_on or _trained_on(checkpoint, state),
         "train_steps": str(state.get("step")),
         "checkpoint_sha256": file_sha256(checkpoint),
-        "weights": "ema" if ema else "g",
+        "weights": kind,
         "hparams": json.dumps(state["hparams"], sort_keys=True),
         "training": json.dumps(training, sort_keys=True, default=str),
         "opset": str(opset),

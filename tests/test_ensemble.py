@@ -52,7 +52,7 @@ def test_ensemble_raises_psnr_of_the_shipped_srcnn(shared: Path) -> None:
     lr = read_image(shared / "data" / "Set5" / "LR_bicubic_x4" / "butterfly.png").pixels
     hr = read_image(shared / "data" / "Set5" / "HR" / "butterfly.png").pixels
     plain, ens = upscale_image(lr, model, tile=0), upscale_image(lr, SelfEnsemble(model), tile=0)
-    assert psnr(ens, hr, border=4) > psnr(plain, hr, border=4) + 0.05  # psnr is on Y, as the benchmarks
+    assert psnr(ens, hr, border=4) > psnr(plain, hr, border=4) + 0.05  # Y, border 4: as the benchmarks
 
 
 def test_cli_upscale_ensemble_and_eval_refuses_to_record_it(tiny_path: Path, tiny, tmp_path: Path) -> None:
@@ -60,9 +60,9 @@ def test_cli_upscale_ensemble_and_eval_refuses_to_record_it(tiny_path: Path, tin
     img = photo(21, 18)
     write_image(tmp_path / "in" / "a.png", img)
     runner = CliRunner()
-    for flag, out in (("--ensemble", "ens"), ("--tile", "plain")):
-        args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / out), "-m", str(tiny_path), flag]
-        r = runner.invoke(cli.app, args + (["8"] if flag == "--tile" else ["--tile", "8"]))
+    for out, extra in (("ens", ["--ensemble"]), ("plain", [])):
+        r = runner.invoke(cli.app, ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / out), "-m", str(tiny_path),
+                                    "--tile", "8", *extra])
         assert r.exit_code == 0, r.output
     got = read_image(tmp_path / "ens" / "a.png").pixels
     np.testing.assert_array_equal(got, upscale_image(img, SelfEnsemble(tiny), tile=0))

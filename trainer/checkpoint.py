@@ -20,7 +20,7 @@ from runtime.files import file_sha256
 from .models import build_generator
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "generator_from_checkpoint", "average_generators", "file_sha256"]
+           "generator_weights", "generator_from_checkpoint", "average_generators", "file_sha256"]
 
 FORMAT_VERSION = 1
 
@@ -64,6 +64,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def generator_weights(state: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+    """The generator weights a checkpoint stands for: its EMA of G when present and ``use_ema``,
+    else the raw G. Returns (state dict, ``"ema"`` or ``"g"``)."""
+    return (state["g_ema"], "ema") if use_ema and state.get("g_ema") else (state["g"], "g")
+
+
 def generator_from_checkpoint(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the generator stored in a checkpoint, in eval mode, on the CPU.
 
@@ -72,8 +78,7 @@ def generator_from_checkpoint(path: Path, use_ema: bool = True) -> tuple[torch.n
     """
     state = load_checkpoint(path)
     model = build_generator(state["arch"], **state["hparams"])
-    weights = state.get("g_ema") if use_ema and state.get("g_ema") else state["g"]
-    model.load_state_dict(weights)
+    model.load_state_dict(generator_weights(state, use_ema)[0])
     return model.eval(), state
 
 
@@ -100,10 +105,9 @@ def average_generators(paths: list[Path], out: Path, use_ema: bool = True) -> di
             raise CheckpointError(
                 f"{path} is a {state['arch']} {state.get('hparams')}, but {paths[0]} is a {first['arch']} "
                 f"{first.get('hparams')}: only checkpoints of one architecture can be averaged")
-        ema = bool(use_ema and state.get("g_ema"))
-        weights.append(state["g_ema"] if ema else state["g"])
-        sources.append({"path": str(path), "sha256": file_sha256(path), "step": state.get("step"),
-                        "weights": "ema" if ema else "g"})
+        g, kind = generator_weights(state, use_ema)
+        weights.append(g)
+        sources.append({"path": str(path), "sha256": file_sha256(path), "step": state.get("step"), "weights": kind})
     avg = {}
     for key, ref in weights[0].items():
         if ref.is_floating_point():

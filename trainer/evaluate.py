@@ -65,12 +65,12 @@ def load_for_eval(model_path: Path, device: str = "auto", threads: int = 0, use_
 
         m = load_model(model_path, device=device, threads=threads)
         return m, f"{model_path.name} (onnxruntime, {m.provider})"
-    from .checkpoint import generator_from_checkpoint
+    from .checkpoint import generator_from_checkpoint, generator_weights
     from .train import resolve_device
 
     net, state = generator_from_checkpoint(model_path, use_ema=use_ema)
     dev = str(resolve_device(device))
-    weights = "EMA" if use_ema and state.get("g_ema") else "raw"
+    weights = "EMA" if generator_weights(state, use_ema)[1] == "ema" else "raw"
     return TorchSR(net, net.scale, dev), f"{model_path.name} ({state['arch']}, step {state['step']}, {weights} G, torch {dev})"
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from runtime.imageio import atomic_write
 
-from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT_VERSION, generator_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import PatchBatches, epoch_steps, load_pairs
 from .losses import ContentLoss, adversarial_d, adversarial_g, lattice_loss, lowfreq_loss, pixel_loss
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
             D = D.to(memory_format=torch.channels_last)
     if init_from is not None and not resume:
         init = load_checkpoint(init_from)
-        G.load_state_dict(init.get("g_ema") or init["g"])
+        G.load_state_dict(generator_weights(init)[0])
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
     ema = copy.deepcopy(G).eval() if cfg.ema_decay > 0 else None
     if ema is not None:
