@@ -21,6 +21,7 @@ LR=${LR:-2e-4}
 HR_PATCH=${HR_PATCH:-192}
 BATCH=${BATCH:-32}
 mkdir -p "$RUNS"
+declare -A SEED=([a]=11 [b]=12)
 common=(--preset psnr --init "$INIT" --data "$DATA/T91" --data "$DATA/BSD200" --data "$DATA/BSDS500_test200"
         --set hr_patch="$HR_PATCH" --set batch="$BATCH" --set lr_g="$LR" --set lr_gamma=0.5 --set workers="$WORKERS"
         --set log_every=50 ${EXTRA:-})
@@ -28,7 +29,7 @@ common=(--preset psnr --init "$INIT" --data "$DATA/T91" --data "$DATA/BSD200" --
 echo "== $(date -u +%FT%TZ) probe: 2 x $PROBE steps"
 for s in a b; do
   "$PY" cli.py train "${common[@]}" --steps "$PROBE" --out "$RUNS/probe_$s" --set checkpoint_every=100000 \
-    --set seed=$([ $s = a ] && echo 11 || echo 12) > "$RUNS/probe_$s.log" 2>&1 &
+    --set seed="${SEED[$s]}" > "$RUNS/probe_$s.log" 2>&1 &
 done
 wait
 # steps/s of each run after its first 150 steps (cuDNN autotuning and worker start excluded); the slower one counts
@@ -50,7 +51,7 @@ echo "== $(date -u +%FT%TZ) $RATE steps/s per run side by side -> N=$N, lr halve
 for s in a b; do
   timeout -s INT $((SECONDS_BUDGET + 120)) "$PY" cli.py train "${common[@]}" --steps "$N" --out "$RUNS/$s" \
     --set lr_milestones="$MILESTONES" --set checkpoint_every="$EVERY" \
-    --set seed=$([ $s = a ] && echo 11 || echo 12) > "$RUNS/$s.log" 2>&1 &
+    --set seed="${SEED[$s]}" > "$RUNS/$s.log" 2>&1 &
 done
 wait || true
 echo "== $(date -u +%FT%TZ) done"
