@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from runtime import __version__
-from runtime.defaults import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
-from runtime.formats import FORMATS
-from runtime.registry import DEFAULT_MODEL, MODELS
+from srgan.runtime import __version__
+from srgan.runtime.defaults import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
+from srgan.runtime.formats import FORMATS
+from srgan.runtime.paths import data_dir
+from srgan.runtime.registry import DEFAULT_MODEL, MODELS
 
 if TYPE_CHECKING:
-    from runtime.pipeline import BatchReport
+    from srgan.runtime.pipeline import BatchReport
 
 app = typer.Typer(
     name="srgan", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -188,9 +189,9 @@ def upscale(
     verbose: VerboseOpt = False,
 ) -> None:
     """Upscale image files and folders x4 (or --outscale) into OUT."""
-    from runtime.errors import SRError
-    from runtime.pipeline import UpscaleOptions, upscale_batch
-    from runtime.session import release_freed_memory
+    from srgan.runtime.errors import SRError
+    from srgan.runtime.pipeline import UpscaleOptions, upscale_batch
+    from srgan.runtime.session import release_freed_memory
 
     _setup_logging(verbose)
     release_freed_memory()
@@ -242,11 +243,11 @@ def watch(
     """Upscale every image that appears in IN_DIR into OUT, once per content version; Ctrl-C stops."""
     import signal
 
-    from runtime.errors import SRError
-    from runtime.pipeline import FileResult, UpscaleOptions
-    from runtime.registry import resolve_model
-    from runtime.session import load_model, release_freed_memory
-    from runtime.watch import FolderWatcher
+    from srgan.runtime.errors import SRError
+    from srgan.runtime.pipeline import FileResult, UpscaleOptions
+    from srgan.runtime.registry import resolve_model
+    from srgan.runtime.session import load_model, release_freed_memory
+    from srgan.runtime.watch import FolderWatcher
 
     _setup_logging(verbose)
     release_freed_memory()
@@ -293,11 +294,10 @@ def watch(
 
 
 # ---- training and evaluation (torch; installed with the `train` extra) ----------------------
-SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 
 
 def _preset_names() -> list[str]:
-    from trainer.config import PRESETS
+    from srgan.trainer.config import PRESETS
 
     return list(PRESETS)
 
@@ -313,7 +313,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 def _default_eval_sets() -> list[Path]:
-    return [SHARED_DATA / name for name in ("Set5", "Set14", "BSD100") if (SHARED_DATA / name).is_dir()]
+    return [data_dir() / name for name in ("Set5", "Set14", "BSD100") if (data_dir() / name).is_dir()]
 
 
 @app.command()
@@ -350,12 +350,12 @@ def train(
     """Train or fine-tune a generator (two-phase SRGAN; presets in trainer/config.py)."""
     import torch
 
-    from trainer.checkpoint import CheckpointError
-    from trainer.config import ConfigError
-    from trainer.data import DataError
-    from trainer.pretrained import PretrainedWeightsError
-    from trainer.run import run_training
-    from trainer.train import DeviceError as TrainDeviceError
+    from srgan.trainer.checkpoint import CheckpointError
+    from srgan.trainer.config import ConfigError
+    from srgan.trainer.data import DataError
+    from srgan.trainer.pretrained import PretrainedWeightsError
+    from srgan.trainer.run import run_training
+    from srgan.trainer.train import DeviceError as TrainDeviceError
 
     _setup_logging(True)
     if threads:
@@ -400,7 +400,7 @@ def average_cmd(
                    ] = True,
 ) -> None:
     """Average generator weights of several runs into one checkpoint (a model soup; export it as usual)."""
-    from trainer.checkpoint import CheckpointError, average_generators
+    from srgan.trainer.checkpoint import CheckpointError, average_generators
 
     try:
         state = average_generators(checkpoints, output, use_ema=ema)
@@ -431,9 +431,9 @@ def eval_(
     verbose: VerboseOpt = False,
 ) -> None:
     """PSNR/SSIM (Y, border 4) and LPIPS of a model and of bicubic, per image and mean."""
-    from runtime.errors import SRError
-    from trainer.evaluate import evaluate, load_for_eval
-    from trainer.run import default_lpips
+    from srgan.runtime.errors import SRError
+    from srgan.trainer.evaluate import evaluate, load_for_eval
+    from srgan.trainer.run import default_lpips
 
     _setup_logging(verbose)
     if record and ensemble:
@@ -441,12 +441,12 @@ def eval_(
         raise typer.Exit(2)
     sets = data or _default_eval_sets()
     if not sets:
-        typer.echo(f"error: no --data given and no benchmark sets under {SHARED_DATA}", err=True)
+        typer.echo(f"error: no --data given and no benchmark sets under {data_dir()}", err=True)
         raise typer.Exit(2)
     try:
         m, description = load_for_eval(model, device=device.value, threads=threads, use_ema=not no_ema)
         if ensemble:
-            from runtime.ensemble import SelfEnsemble
+            from srgan.runtime.ensemble import SelfEnsemble
 
             m, description = SelfEnsemble(m), f"{description}, x8 self-ensemble"
         report = evaluate(m, sets, out, description=description, lpips=default_lpips(), grids_per_set=grids,
@@ -461,7 +461,7 @@ def eval_(
         if out is None or model.suffix != ".onnx":
             typer.echo("error: --record needs --out and an .onnx model", err=True)
             raise typer.Exit(2)
-        from export.model_card import quality_from_csv, record_quality
+        from srgan.export.model_card import quality_from_csv, record_quality
 
         card = record_quality(model, quality_from_csv(out / "summary.csv"))
         typer.echo(f"recorded in {model.name} metadata and {', '.join(p.name for p in card)}")
@@ -475,8 +475,8 @@ def fetch_div2k_cmd(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="a mirror of the official archives")] = None,
 ) -> None:
     """Download DIV2K (cached, sha256 recorded and verified) for `train --data ROOT`."""
-    from trainer.data import DataError
-    from trainer.div2k import DEFAULT_BASE_URL, fetch_div2k
+    from srgan.trainer.data import DataError
+    from srgan.trainer.div2k import DEFAULT_BASE_URL, fetch_div2k
 
     _setup_logging(True)
     try:
@@ -491,10 +491,10 @@ def fetch_div2k_cmd(
 @contextlib.contextmanager
 def _export_failures():
     """Map export errors to exit codes: 1 for a failed parity check (its table shown), 2 for the rest."""
-    from export.errors import ExportError, ParityError
-    from runtime.errors import SRError
-    from trainer.checkpoint import CheckpointError
-    from trainer.pretrained import PretrainedWeightsError
+    from srgan.export.errors import ExportError, ParityError
+    from srgan.runtime.errors import SRError
+    from srgan.trainer.checkpoint import CheckpointError
+    from srgan.trainer.pretrained import PretrainedWeightsError
 
     try:
         yield
@@ -530,7 +530,7 @@ def export_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export a checkpoint to ONNX with metadata, a parity report and a model card."""
-    from export.onnx_export import export_generator
+    from srgan.export.onnx_export import export_generator
 
     _setup_logging(verbose)
     kinds = [v.strip() for v in variants.split(",") if v.strip()]
@@ -556,8 +556,8 @@ def export_lpips_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export AlexNet LPIPS v0.1 to ONNX so the runtime scores LPIPS without torch."""
-    from export.lpips_onnx import export_lpips
-    from runtime.lpips import default_lpips_path
+    from srgan.export.lpips_onnx import export_lpips
+    from srgan.runtime.lpips import default_lpips_path
 
     _setup_logging(verbose)
     with _export_failures():
@@ -581,7 +581,7 @@ BenchOutOpt = Annotated[Path, typer.Option("--output", "-o", file_okay=False,
 
 
 def _peer_names() -> list[str]:
-    from runtime.peers import PEERS
+    from srgan.runtime.peers import PEERS
 
     return [*PEERS, "all"]
 
@@ -602,9 +602,9 @@ def bench_latency_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Latency of a model per tile size x threads x provider, with the fraction of fp32 matmul peak."""
-    from runtime.bench import DEFAULT_TILES, bench_latency, latency_markdown, write_latency
-    from runtime.errors import SRError
-    from runtime.registry import resolve_model
+    from srgan.runtime.bench import DEFAULT_TILES, bench_latency, latency_markdown, write_latency
+    from srgan.runtime.errors import SRError
+    from srgan.runtime.registry import resolve_model
 
     _setup_logging(verbose)
     providers = {"auto": [], "cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider"]}[device.value]
@@ -643,14 +643,14 @@ def bench_quality_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """PSNR / SSIM (Y, border 4), LPIPS and speed of the model, bicubic and peers on the same LR images."""
-    from runtime.bench import bench_quality, load_dataset, quality_markdown, write_quality
-    from runtime.errors import SRError
-    from runtime.grids import bicubic_baseline
-    from runtime.lpips import available_lpips, load_lpips
-    from runtime.peers import PEERS, PeerUnavailableError, load_peer
-    from runtime.pipeline import upscale_image
-    from runtime.registry import resolve_model
-    from runtime.session import load_model
+    from srgan.runtime.bench import bench_quality, load_dataset, quality_markdown, write_quality
+    from srgan.runtime.errors import SRError
+    from srgan.runtime.grids import bicubic_baseline
+    from srgan.runtime.lpips import available_lpips, load_lpips
+    from srgan.runtime.peers import PEERS, PeerUnavailableError, load_peer
+    from srgan.runtime.pipeline import upscale_image
+    from srgan.runtime.registry import resolve_model
+    from srgan.runtime.session import load_model
 
     _setup_logging(verbose)
     names = list(dict.fromkeys(n for p in peer or [] for n in (PEERS if p == "all" else [p])))
@@ -660,7 +660,7 @@ def bench_quality_cmd(
         raise typer.Exit(2)
     sets = datasets or _default_eval_sets()
     if not sets:
-        typer.echo(f"error: no DATASET_DIR given and no Set5/Set14/BSD100 under {SHARED_DATA}", err=True)
+        typer.echo(f"error: no DATASET_DIR given and no Set5/Set14/BSD100 under {data_dir()}", err=True)
         raise typer.Exit(2)
     try:
         methods, descriptions, skipped = {}, {}, {}

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _MEASURE = """
 import re, sys
 sys.path.insert(0, {root!r})
-import cli
+from srgan import cli
 try:
     cli.app(sys.argv[1:])
 except SystemExit as e:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from runtime.bench import machine_info
-from trainer.config import apply_overrides, preset
-from trainer.train import train
+from srgan.runtime.bench import machine_info
+from srgan.trainer.config import apply_overrides, preset
+from srgan.trainer.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "T91"

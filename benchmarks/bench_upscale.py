@@ -40,7 +40,7 @@ def srresnet_onnx(path: Path):
     import onnx
     import torch
 
-    from trainer.models import SRResNet
+    from srgan.trainer.models import SRResNet
 
     torch.manual_seed(0)
     net = SRResNet(scale=4, channels=64, blocks=16, bn=True).eval()
@@ -121,10 +121,10 @@ def main() -> None:
 
     import torch
 
-    from runtime.pipeline import upscale_image
-    from runtime.resize import imresize
-    from runtime.session import load_model
-    from runtime.tiler import plan_tiles
+    from srgan.runtime.pipeline import upscale_image
+    from srgan.runtime.resize import imresize
+    from srgan.runtime.session import load_model
+    from srgan.runtime.tiler import plan_tiles
     from skimage.data import astronaut
 
     info = machine()

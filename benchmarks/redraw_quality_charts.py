@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime import charts  # noqa: E402
-from runtime.bench import QualityReport, machine_info, read_quality_rows  # noqa: E402
+from srgan.runtime import charts  # noqa: E402
+from srgan.runtime.bench import QualityReport, machine_info, read_quality_rows  # noqa: E402
 
 
 def main() -> None:

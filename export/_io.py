@@ -6,10 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.imageio import atomic_write
+from srgan.runtime.imageio import atomic_write
 
-#: ``../shared/data`` relative to the project root (research datasets; may be absent).
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import SHARED_DATA, atomic_write_bytes, sidecar, write_json
+from srgan.runtime.paths import data_dir
+
+from ._io import atomic_write_bytes, sidecar, write_json
 from .onnx_export import DEFAULT_OPSET, check_onnx, export_onnx, ort_optimize, set_metadata
 from .parity import ParityReport, ParityRow, agreement, ort_session, read_rgb
 
@@ -90,10 +92,10 @@ def set5_bicubic_pairs(set_dir: Path | None = None) -> list[tuple[str, np.ndarra
 
     The bicubic is the MATLAB-compatible ``imresize(lr, 4.0)``. Empty if the folder is absent.
     """
-    from runtime.grids import match_reference
-    from runtime.resize import imresize
+    from srgan.runtime.grids import match_reference
+    from srgan.runtime.resize import imresize
 
-    set_dir = set_dir or SHARED_DATA / "Set5"
+    set_dir = set_dir or data_dir() / "Set5"
     out = []
     for hr_path in sorted((set_dir / "HR").glob("*.png")):
         lr_path = set_dir / "LR_bicubic_x4" / hr_path.name
@@ -121,8 +123,8 @@ def export_lpips(out_path: Path, weights: Path | None = None, *, opset: int = DE
     Raises PretrainedWeightsError (weights missing or not AlexNet: the message
     names the file and folder), ExportError, ParityError.
     """
-    from trainer.checkpoint import file_sha256
-    from trainer.pretrained import load_lpips
+    from srgan.trainer.checkpoint import file_sha256
+    from srgan.trainer.pretrained import load_lpips
 
     out_path = Path(out_path)
     with warnings.catch_warnings():  # lpips builds torchvision's alexnet with the deprecated pretrained=

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import file_sha256
+from srgan.trainer.checkpoint import file_sha256
 
 from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError

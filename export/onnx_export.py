@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from runtime.bench import measure_memory_per_pixel
-from trainer.checkpoint import file_sha256, generator_from_checkpoint, generator_weights
+from srgan.runtime.bench import measure_memory_per_pixel
+from srgan.trainer.checkpoint import file_sha256, generator_from_checkpoint, generator_weights
 
-from ._io import SHARED_DATA, atomic_write_bytes, sidecar, write_json
+from srgan.runtime.paths import data_dir
+
+from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError, VariantError
 from .parity import FP32_MAX_ABS, ParityReport, measure_parity, parity_inputs
 from .receptive import verify_receptive_radius
@@ -221,7 +223,7 @@ def _real_images(real_images: Sequence[Path] | None) -> tuple[list[Path], str]:
     if real_images is not None:
         paths = [Path(p) for p in real_images]
         return paths, ", ".join(p.name for p in paths) or "none"
-    folder = SHARED_DATA / "Set5" / "LR_bicubic_x4"
+    folder = data_dir() / "Set5" / "LR_bicubic_x4"
     if not folder.is_dir():
         log.warning("no real images for the parity check: %s is absent", folder)
         return [], f"none ({folder} absent)"

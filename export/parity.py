@@ -95,7 +95,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
     Raises runtime.errors.ImageReadError for an unreadable file, ValueError for 16-bit.
     """
-    from runtime.imageio import read_image
+    from srgan.runtime.imageio import read_image
 
     px = read_image(path).pixels
     if px.dtype != np.uint8:

@@ -14,7 +14,7 @@ import logging
 import torch
 from torch import nn
 
-from trainer.models import MatlabBicubicUp
+from srgan.trainer.models import MatlabBicubicUp
 
 from .errors import ReceptiveFieldError
 

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ._io import SHARED_DATA, atomic_write_bytes, sidecar
+from srgan.runtime.paths import data_dir
+
+from ._io import atomic_write_bytes, sidecar
 from .errors import ExportError, VariantError
 from .parity import ParityReport, measure_parity, parity_inputs, read_rgb
 
@@ -109,8 +111,8 @@ def calibration_crops(folders: Sequence[Path], scale: int, *, count: int = 32, s
     degradation) and cropped at a random position. Raises VariantError if the
     folders hold no image at least ``size * scale`` pixels on each side.
     """
-    from runtime.resize import imresize
-    from trainer.data import find_images
+    from srgan.runtime.resize import imresize
+    from srgan.trainer.data import find_images
 
     files = [f for d in folders if Path(d).is_dir() for f in find_images(Path(d))]
     rng = np.random.default_rng(seed)
@@ -205,11 +207,11 @@ def set_psnr(model_path: Path, set_dir: Path) -> float:
     clamped and rounded to the input's dtype). Raises VariantError if the folder
     holds no LR/HR pair.
     """
-    from runtime.grids import match_reference
-    from runtime.imageio import read_image
-    from runtime.metrics import psnr
-    from runtime.pipeline import upscale_image
-    from runtime.session import load_model
+    from srgan.runtime.grids import match_reference
+    from srgan.runtime.imageio import read_image
+    from srgan.runtime.metrics import psnr
+    from srgan.runtime.pipeline import upscale_image
+    from srgan.runtime.session import load_model
 
     pairs = _eval_pairs(set_dir)
     if not pairs:
@@ -231,7 +233,7 @@ def latency_ms(paths: Sequence[Path], shape: tuple[int, int, int, int] = _LATENC
     Runs are interleaved (a, b, a, b, ...) after one warm-up each, so background
     load on a shared machine affects all models alike. Keys are file names.
     """
-    from runtime.session import load_model
+    from srgan.runtime.session import load_model
 
     models = [load_model(p, device="cpu", threads=threads) for p in paths]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -264,7 +266,7 @@ def _verdict(kind: str, rep: VariantReport) -> tuple[bool, str]:
 
 def default_eval_sets() -> list[Path]:
     """Set5 and Set14 under ../shared/data, where present."""
-    return [d for d in (SHARED_DATA / "Set5", SHARED_DATA / "Set14") if (d / "HR").is_dir()]
+    return [d for d in (data_dir() / "Set5", data_dir() / "Set14") if (d / "HR").is_dir()]
 
 
 def build_and_evaluate(model: nn.Module, fp32_path: Path, kinds: Sequence[str], *,

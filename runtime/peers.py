@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .errors import SRError
+from .paths import peers_dir
 
 if TYPE_CHECKING:  # numpy is imported where it is used, so the CLI can list peers without it
     import numpy as np
@@ -74,12 +75,6 @@ PEERS: dict[str, Peer] = {
         Peer("realesrgan", "ncnn", "", "Real-ESRGAN x4plus (ncnn CPU; real-world degradations)"),
     )
 }
-
-
-def peers_dir() -> Path:
-    """``$SRGAN_PEERS_DIR``, else ``<project>/../shared/peers/models``."""
-    env = os.environ.get("SRGAN_PEERS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "peers" / "models"
 
 
 def _rgb_only(run: Callable[[np.ndarray], np.ndarray]) -> Upscale:

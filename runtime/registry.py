@@ -5,11 +5,11 @@ the ``SRGAN_MODELS_DIR`` environment variable.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotFoundError
+from .paths import models_dir
 
 __all__ = ["ModelEntry", "MODELS", "DEFAULT_MODEL", "models_dir", "resolve_model", "LPIPS_MODEL_FILE"]
 
@@ -39,12 +39,6 @@ LPIPS_MODEL_FILE = "lpips_alex.onnx"
 
 _HOW_TO_GET = ("train and export it (cli.py train, then cli.py export), or pass --model PATH "
                "to another x4 ONNX model")
-
-
-def models_dir() -> Path:
-    """Folder of the shipped model files: ``$SRGAN_MODELS_DIR`` or ``<project>/models``."""
-    env = os.environ.get("SRGAN_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

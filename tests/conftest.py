@@ -30,7 +30,7 @@ def tiny_path(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_path: Path):
-    from runtime.session import load_model
+    from srgan.runtime.session import load_model
 
     return load_model(tiny_path, device="cpu", threads=1)
 

@@ -14,16 +14,16 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
-import cli
+from srgan import cli
 from conftest import ROOT, photo
-from runtime import metrics
-from runtime.bench import (achieved, bench_latency, bench_quality, count_macs, load_dataset, matmul_gflops,
+from srgan.runtime import metrics
+from srgan.runtime.bench import (achieved, bench_latency, bench_quality, count_macs, load_dataset, matmul_gflops,
                            read_quality_rows, write_latency, write_quality)
-from runtime.grids import LPIPS_UNAVAILABLE, bicubic_baseline
-from runtime.imageio import write_image
-from runtime.peers import _rgb_only
-from runtime.pipeline import upscale_image
-from runtime.resize import imresize
+from srgan.runtime.grids import LPIPS_UNAVAILABLE, bicubic_baseline
+from srgan.runtime.imageio import write_image
+from srgan.runtime.peers import _rgb_only
+from srgan.runtime.pipeline import upscale_image
+from srgan.runtime.resize import imresize
 from tiny_models import build_tiny_sr
 
 runner = CliRunner()

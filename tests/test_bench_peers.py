@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bench import bench_quality, load_dataset
-from runtime.grids import bicubic_baseline
-from runtime.peers import PeerUnavailableError, load_peer
+from srgan.runtime.bench import bench_quality, load_dataset
+from srgan.runtime.grids import bicubic_baseline
+from srgan.runtime.peers import PeerUnavailableError, load_peer
 
 TOLERANCE = 0.02
 

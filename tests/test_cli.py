@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import cli
+from srgan import cli
 from conftest import ROOT, photo
-from runtime.formats import FORMATS
-from runtime.imageio import read_image, write_image
-from runtime.registry import DEFAULT_MODEL, MODELS
-from runtime.resize import imresize
+from srgan.runtime.formats import FORMATS
+from srgan.runtime.imageio import read_image, write_image
+from srgan.runtime.registry import DEFAULT_MODEL, MODELS
+from srgan.runtime.resize import imresize
 
 runner = CliRunner()
 EXAMPLES = ROOT / "examples"
@@ -138,17 +138,17 @@ def torchless_env(tmp_path: Path) -> dict[str, str]:
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(BLOCK_TORCH)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = os.pathsep.join([str(shim), str(ROOT)])
+    env["PYTHONPATH"] = str(shim)
     return env
 
 
 def test_runtime_imports_without_torch(torchless_env: dict[str, str]) -> None:
     code = ("import importlib, sys\n"
             "try:\n    import torch\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('torch not blocked')\n"
-            "import runtime\n"
+            "import srgan.runtime\n"
             "for m in ('errors','formats','defaults','session','tiler','imageio','metrics','registry','pipeline',"
-            "'grids','resize','watch','bench','peers','charts'):\n    importlib.import_module('runtime.' + m)\n"
-            "import cli\n"
+            "'grids','resize','watch','bench','peers','charts'):\n    importlib.import_module('srgan.runtime.' + m)\n"
+            "import srgan.cli\n"
             "assert not any(k.split('.')[0] in ('torch', 'torchvision', 'lpips') for k in sys.modules)\n"
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], env=torchless_env, capture_output=True, text=True, cwd=ROOT)

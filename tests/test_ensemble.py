@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cli
+from srgan import cli
 from conftest import ROOT, photo
-from runtime.ensemble import TRANSFORMS, SelfEnsemble, _forward
-from runtime.imageio import read_image, write_image
-from runtime.metrics import psnr
-from runtime.pipeline import upscale_image
+from srgan.runtime.ensemble import TRANSFORMS, SelfEnsemble, _forward
+from srgan.runtime.imageio import read_image, write_image
+from srgan.runtime.metrics import psnr
+from srgan.runtime.pipeline import upscale_image
 
 
 def test_ensemble_is_equivariant_and_not_the_plain_model(tiny) -> None:
@@ -46,7 +46,7 @@ def test_tiled_ensemble_equals_whole_image(tiny) -> None:
 
 def test_ensemble_raises_psnr_of_the_shipped_srcnn(shared: Path) -> None:
     """A real trained model on a real Set5 image: the averaged prediction is closer to the HR."""
-    from runtime.session import load_model
+    from srgan.runtime.session import load_model
 
     model = load_model(ROOT / "models" / "srcnn_x4.onnx", device="cpu", threads=1)
     lr = read_image(shared / "data" / "Set5" / "LR_bicubic_x4" / "butterfly.png").pixels

@@ -11,13 +11,13 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from conftest import photo  # noqa: E402
-from export.errors import ExportError, ParityError, ReceptiveFieldError, VariantError  # noqa: E402
-from export.model_card import quality_from_csv, record_quality  # noqa: E402
-from export.onnx_export import export_generator, read_metadata  # noqa: E402
-from export.parity import FP32_MAX_ABS, measure_parity, parity_inputs  # noqa: E402
-from export.receptive import measure_receptive_radius, receptive_radius, verify_receptive_radius  # noqa: E402
-from trainer.checkpoint import CheckpointError, file_sha256, save_checkpoint  # noqa: E402
-from trainer.models import SRCNN, SRResNet  # noqa: E402
+from srgan.export.errors import ExportError, ParityError, ReceptiveFieldError, VariantError  # noqa: E402
+from srgan.export.model_card import quality_from_csv, record_quality  # noqa: E402
+from srgan.export.onnx_export import export_generator, read_metadata  # noqa: E402
+from srgan.export.parity import FP32_MAX_ABS, measure_parity, parity_inputs  # noqa: E402
+from srgan.export.receptive import measure_receptive_radius, receptive_radius, verify_receptive_radius  # noqa: E402
+from srgan.trainer.checkpoint import CheckpointError, file_sha256, save_checkpoint  # noqa: E402
+from srgan.trainer.models import SRCNN, SRResNet  # noqa: E402
 
 RADIUS = {"srresnet": 4 + 2 * 2 + 1 + 1 + 2, "srcnn": 3}  # 9x9 head, 2 blocks, trunk, up conv, up+tail at 2x/4x
 
@@ -76,7 +76,7 @@ def test_radius_of_the_paper_srresnet():
 
 
 def test_radius_check_fails_when_derivation_is_short(monkeypatch):
-    import export.receptive as rec
+    import srgan.export.receptive as rec
 
     true = rec.receptive_radius
     monkeypatch.setattr(rec, "receptive_radius", lambda m: true(m) - 1)
@@ -163,7 +163,7 @@ def test_broken_graph_fails_parity(exported, tmp_path):
 
 
 def test_export_writes_nothing_when_parity_fails(tmp_path, monkeypatch):
-    import export.onnx_export as ox
+    import srgan.export.onnx_export as ox
     from onnx import numpy_helper
 
     real = ox.ort_optimize
@@ -182,8 +182,8 @@ def test_export_writes_nothing_when_parity_fails(tmp_path, monkeypatch):
 
 
 def test_runtime_tiles_equal_torch_whole_image(exported):
-    from runtime.session import load_model
-    from runtime.tiler import upscale_tiled
+    from srgan.runtime.session import load_model
+    from srgan.runtime.tiler import upscale_tiled
 
     arch, model, _, path = exported
     sr = load_model(path, device="cpu", threads=1)
@@ -244,7 +244,7 @@ def test_quality_from_eval_csv_and_record(exported, tmp_path):
 def _bench_folder(root: Path, n: int = 2) -> Path:
     """A benchmark-layout folder (HR/ + LR_bicubic_x4/) of synthetic photos."""
     from PIL import Image
-    from runtime.resize import imresize
+    from srgan.runtime.resize import imresize
 
     for sub in ("HR", "LR_bicubic_x4"):
         (root / sub).mkdir(parents=True)
@@ -282,8 +282,8 @@ def test_variants_built_and_measured(tmp_path):
 
 
 def test_variant_refused_as_default_above_limit():
-    from export.parity import ParityReport
-    from export.variants import VariantReport, _verdict
+    from srgan.export.parity import ParityReport
+    from srgan.export.variants import VariantReport, _verdict
 
     rep = VariantReport("int8", Path("m.int8.onnx"), ParityReport("m", 1.0, "cpu"),
                         psnr={"Set5": {"fp32": 30.0, "variant": 29.93, "loss_db": 0.07}},
@@ -308,7 +308,7 @@ def test_unknown_variant_and_missing_calibration(tmp_path):
 def test_cli_export_prints_parity_table(tmp_path):
     from typer.testing import CliRunner
 
-    from cli import app
+    from srgan.cli import app
 
     ckpt = _save(_tiny("srcnn"), "srcnn", tmp_path / "g.pt")
     res = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "models" / "x.onnx")])
@@ -323,8 +323,8 @@ def test_cli_average_then_export_is_the_mean_network(tmp_path):
     """`cli.py average` writes the mean of each run's EMA (else raw) weights; the export records the sources."""
     from typer.testing import CliRunner
 
-    from cli import app
-    from trainer.checkpoint import generator_from_checkpoint, load_checkpoint
+    from srgan.cli import app
+    from srgan.trainer.checkpoint import generator_from_checkpoint, load_checkpoint
 
     torch.manual_seed(1)
     a, a_ema, b = (SRResNet(scale=4, channels=8, blocks=2, bn=True).eval() for _ in range(3))

@@ -36,7 +36,7 @@ def exported(torch_home, tmp_path_factory) -> Path:
     """models/lpips_alex.onnx made by the CLI from the cached random trunk."""
     from typer.testing import CliRunner
 
-    from cli import app
+    from srgan.cli import app
 
     out = tmp_path_factory.mktemp("models") / "lpips_alex.onnx"
     with pytest.MonkeyPatch.context() as mp:
@@ -50,7 +50,7 @@ def exported(torch_home, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(torch_home):
     """The lpips package's model with the same random trunk (the parity reference)."""
-    from trainer.pretrained import load_lpips
+    from srgan.trainer.pretrained import load_lpips
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(torch_home))
@@ -68,14 +68,14 @@ def test_parity_report_passed(exported):
     rep = json.loads(exported.with_name("lpips_alex.parity.json").read_text())
     assert rep["parity"]["passed"] and rep["parity"]["max_abs"] < 1e-5
     assert rep["parity"]["threshold"] == 1e-5 and len(rep["parity"]["rows"]) >= 2
-    from export.onnx_export import read_metadata
+    from srgan.export.onnx_export import read_metadata
 
     meta = read_metadata(exported)
     assert (meta["net"], meta["version"], meta["input_range"], meta["min_side"]) == ("alex", "0.1", "0-1", "31")
 
 
 def test_runtime_helper_matches_lpips_package(exported, reference):
-    from runtime.lpips import LpipsOnnx
+    from srgan.runtime.lpips import LpipsOnnx
 
     lp = LpipsOnnx(exported)
     a, b = photo(45, 67, seed=1), photo(45, 67, seed=2)
@@ -93,7 +93,7 @@ def test_runtime_helper_matches_lpips_package(exported, reference):
 
 
 def test_runtime_helper_rejects_bad_input(exported):
-    from runtime.lpips import LpipsOnnx
+    from srgan.runtime.lpips import LpipsOnnx
 
     lp = LpipsOnnx(exported, border=4)
     with pytest.raises(ValueError, match="differ in shape"):
@@ -115,8 +115,8 @@ def test_runtime_helper_runs_without_torch(exported):
 
 
 def test_missing_file_is_reported_with_the_fix(tmp_path):
-    from runtime.errors import ModelNotFoundError
-    from runtime.lpips import available_lpips, load_lpips
+    from srgan.runtime.errors import ModelNotFoundError
+    from srgan.runtime.lpips import available_lpips, load_lpips
 
     with pytest.raises(ModelNotFoundError, match="export-lpips"):
         load_lpips(tmp_path / "lpips_alex.onnx")
@@ -127,8 +127,8 @@ def test_missing_weights_name_file_and_folder(tmp_path, monkeypatch):
     import torchvision.models._api as tv_api
     from urllib.error import URLError
 
-    from export.lpips_onnx import export_lpips
-    from trainer.pretrained import PretrainedWeightsError
+    from srgan.export.lpips_onnx import export_lpips
+    from srgan.trainer.pretrained import PretrainedWeightsError
 
     def offline(*args, **kwargs):
         raise URLError("no network in this test")
@@ -151,8 +151,8 @@ REAL_TRUNK = SHARED / "weights" / "alexnet_features_imagenet_torchvision.safeten
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="models/lpips_alex.onnx not made yet (cli.py export-lpips)")
 def test_shipped_lpips_scores_set5_bicubic_like_the_literature(shared):
-    from export.lpips_onnx import set5_bicubic_pairs
-    from runtime.lpips import LpipsOnnx
+    from srgan.export.lpips_onnx import set5_bicubic_pairs
+    from srgan.runtime.lpips import LpipsOnnx
 
     pairs = set5_bicubic_pairs(shared / "data" / "Set5")
     lp = LpipsOnnx(SHIPPED)
@@ -160,7 +160,7 @@ def test_shipped_lpips_scores_set5_bicubic_like_the_literature(shared):
     assert len(scores) == 5
     assert abs(np.mean(scores) - 0.3407) < 0.005  # published bicubic x4 Set5 LPIPS (alex v0.1)
     if REAL_TRUNK.is_file():  # and it is the lpips package with the real trunk, to 1e-5
-        from trainer.pretrained import load_lpips
+        from srgan.trainer.pretrained import load_lpips
 
         model, _ = load_lpips(REAL_TRUNK)
         name, up, hr = pairs[1]
@@ -171,8 +171,8 @@ def test_lpips_onnx_is_finite_on_flat_images(tmp_path, monkeypatch):
     """All-zero AlexNet features (as in flat white areas) must give 0, not 0/0 = NaN."""
     import torchvision
 
-    from export.lpips_onnx import export_lpips
-    from runtime.lpips import LpipsOnnx
+    from srgan.export.lpips_onnx import export_lpips
+    from srgan.runtime.lpips import LpipsOnnx
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     (tmp_path / "th" / "hub" / "checkpoints").mkdir(parents=True)

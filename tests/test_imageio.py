@@ -12,10 +12,10 @@ import tifffile
 from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from conftest import photo
-from runtime import imageio
-from runtime.errors import ImageReadError, ImageTooLargeError, UnsupportedOutputError
-from runtime.imageio import allocate_pixels, read_image, resize_lanczos, write_image
-from runtime.metrics import psnr
+from srgan.runtime import imageio
+from srgan.runtime.errors import ImageReadError, ImageTooLargeError, UnsupportedOutputError
+from srgan.runtime.imageio import allocate_pixels, read_image, resize_lanczos, write_image
+from srgan.runtime.metrics import psnr
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 LAYOUTS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from runtime import jpegstream
-from runtime.jpegstream import write_jpeg_bands
+from srgan.runtime import jpegstream
+from srgan.runtime.jpegstream import write_jpeg_bands
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from runtime.imageio import probe_size
+from srgan.runtime.imageio import probe_size
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_memory import big_image, upscale_peak  # noqa: E402

@@ -8,9 +8,9 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from conftest import photo
-from runtime.imageio import read_image
-from runtime.metrics import color_shift, lattice_ratio, psnr, ssim, to_y
-from runtime.resize import imresize
+from srgan.runtime.imageio import read_image
+from srgan.runtime.metrics import color_shift, lattice_ratio, psnr, ssim, to_y
+from srgan.runtime.resize import imresize
 
 
 def test_mse_one_on_y_is_48_1308_db() -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtime.imageio import read_image
-from runtime.metrics import psnr
-from runtime.pipeline import upscale_image
-from runtime.resize import imresize
-from runtime.session import DEFAULT_PAD, load_model
+from srgan.runtime.imageio import read_image
+from srgan.runtime.metrics import psnr
+from srgan.runtime.pipeline import upscale_image
+from srgan.runtime.resize import imresize
+from srgan.runtime.session import DEFAULT_PAD, load_model
 
 PEERS = {"slim": 255.0, "thick": 1.0}
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image, ImageCms
 
 from conftest import photo
-from runtime.errors import ModelNotFoundError, ModelRunError, UsageError
-from runtime.imageio import read_image, write_image
-from runtime.pipeline import UpscaleOptions, plan_jobs, process_one, upscale_batch, upscale_image
-from runtime.resize import imresize
+from srgan.runtime.errors import ModelNotFoundError, ModelRunError, UsageError
+from srgan.runtime.imageio import read_image, write_image
+from srgan.runtime.pipeline import UpscaleOptions, plan_jobs, process_one, upscale_batch, upscale_image
+from srgan.runtime.resize import imresize
 
 
 def reference(img: np.ndarray, model) -> np.ndarray:
@@ -204,7 +204,7 @@ def test_metrics_and_grids_against_hr(tiny_path: Path, tiny, tmp_path: Path, mon
     assert float(rows[3]["psnr_y"]) == pytest.approx(mean_psnr, abs=1e-5)
     assert "2 of 3" in rows[3]["note"]
     # the CSV's numbers are the metrics module's numbers on the written files
-    from runtime.metrics import psnr
+    from srgan.runtime.metrics import psnr
     sr = read_image(out / "im0.png").pixels
     expected = psnr(sr, read_image(hr_dir / "im0.png").pixels, border=4)
     assert float(rows[0]["psnr_y"]) == pytest.approx(expected, abs=1e-5)
@@ -222,7 +222,7 @@ def test_process_one_reports_progress_in_lr_pixels(tiny, tmp_path: Path) -> None
 
 
 def test_no_temp_files_survive_an_interrupted_write(tiny, tmp_path: Path, monkeypatch) -> None:
-    import runtime.imageio as io_mod
+    import srgan.runtime.imageio as io_mod
 
     write_image(tmp_path / "a.png", photo(16, 16))
 
@@ -237,8 +237,8 @@ def test_no_temp_files_survive_an_interrupted_write(tiny, tmp_path: Path, monkey
 
 
 def test_metrics_csv_has_lpips_when_the_lpips_model_is_shipped(tiny_path: Path, tmp_path: Path, monkeypatch) -> None:
-    from runtime.lpips import LpipsOnnx
-    from runtime.registry import models_dir
+    from srgan.runtime.lpips import LpipsOnnx
+    from srgan.runtime.registry import models_dir
 
     shipped = models_dir() / "lpips_alex.onnx"
     if not shipped.is_file():
@@ -277,7 +277,7 @@ def test_max_memory_shrinks_the_calls_not_the_result(tiny, caplog) -> None:
     free = Counting(tiny)
     capped = Counting(tiny)
     budget = 16 << 20  # 16 MiB at the tiny model's 16 KiB/pixel estimate: contexts of at most 32 x 32 pixels
-    with caplog.at_level("INFO", logger="runtime.pipeline"):
+    with caplog.at_level("INFO", logger="srgan.runtime.pipeline"):
         out = upscale_image(img, capped, tile=64, alpha="model", max_memory=budget)
     np.testing.assert_array_equal(out, upscale_image(img, free, tile=64, alpha="model", max_memory=None))
     assert max(n * h * w for n, _, h, w in capped.shapes) * tiny.bytes_per_pixel <= budget

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from runtime.errors import DeviceError, ModelLoadError, ModelNotFoundError
-from runtime.session import DEFAULT_PAD, load_model
+from srgan.runtime.errors import DeviceError, ModelLoadError, ModelNotFoundError
+from srgan.runtime.session import DEFAULT_PAD, load_model
 from tiny_models import RADIUS
 
 X = np.random.default_rng(3).random((2, 3, 11, 7), dtype=np.float32)
@@ -128,7 +128,7 @@ FRAGMENT = """
 import re, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from runtime.session import release_freed_memory
+from srgan.runtime.session import release_freed_memory
 if sys.argv[1] == "release":
     assert release_freed_memory()
 rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import photo
-from runtime.errors import ModelRunError
-from runtime.tiler import auto_batch, fit_tile, plan_tiles, upscale_rows, upscale_tiled
+from srgan.runtime.errors import ModelRunError
+from srgan.runtime.tiler import auto_batch, fit_tile, plan_tiles, upscale_rows, upscale_tiled
 from tiny_models import RADIUS
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
-from trainer.checkpoint import load_checkpoint
+from srgan.cli import app
+from srgan.trainer.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

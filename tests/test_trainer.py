@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from runtime.resize import imresize
-from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from trainer.config import ConfigError, apply_overrides, preset
-from trainer.data import DataError, PatchBatches, discover, load_pairs
-from trainer.losses import ContentLoss, pixel_loss
-from trainer.models import SRCNN, Discriminator, MatlabBicubicUp, SRResNet, build_generator
-from trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
-from trainer.train import GENERATOR_NAME, train
+from srgan.runtime.resize import imresize
+from srgan.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from srgan.trainer.config import ConfigError, apply_overrides, preset
+from srgan.trainer.data import DataError, PatchBatches, discover, load_pairs
+from srgan.trainer.losses import ContentLoss, pixel_loss
+from srgan.trainer.models import SRCNN, Discriminator, MatlabBicubicUp, SRResNet, build_generator
+from srgan.trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
+from srgan.trainer.train import GENERATOR_NAME, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (SHARED / "T91").is_dir(), reason="../shared/data (T91, Set5) not present")
@@ -172,7 +172,7 @@ def test_corrupt_training_image_names_the_file(tmp_path):
 
 def test_decoded_pair_cache_is_exact_and_safe_for_concurrent_runs(tiny_data, tmp_path, monkeypatch):
     """Two runs sharing --cache may write the same entry at once: neither may fail or read a torn file."""
-    import trainer.data as data
+    import srgan.trainer.data as data
     cache = tmp_path / "cache"
     real_savez, nested = np.savez, []
 
@@ -242,7 +242,7 @@ def test_phase_switch_and_frozen_discriminator(tiny_data, tmp_path):
 def test_lattice_loss_sees_only_the_pixel_lattice():
     """The checkerboard penalty: a +-a pattern of period 2 costs a; a constant offset, or the same
     pattern in both images, costs nothing; random noise costs far less than the pattern."""
-    from trainer.losses import lattice_loss
+    from srgan.trainer.losses import lattice_loss
     torch.manual_seed(0)
     hr = torch.rand(2, 3, 96, 96)
     board = torch.zeros(96, 96)
@@ -259,7 +259,7 @@ def test_lattice_loss_sees_only_the_pixel_lattice():
 def test_lowfreq_loss_sees_block_means_only():
     """Colour / LR-scale fidelity: a colour offset costs its size; detail that averages out inside
     each 4x4 block (a period-2 checkerboard) costs nothing."""
-    from trainer.losses import lowfreq_loss
+    from srgan.trainer.losses import lowfreq_loss
     torch.manual_seed(0)
     hr = torch.rand(2, 3, 96, 96)
     board = torch.zeros(96, 96)
@@ -430,7 +430,7 @@ def test_fetch_div2k_downloads_verifies_and_caches(tmp_path):
     import threading
     import zipfile
 
-    from trainer.div2k import fetch_div2k
+    from srgan.trainer.div2k import fetch_div2k
 
     served = tmp_path / "served"
     served.mkdir()

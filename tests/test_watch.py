@@ -24,10 +24,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, photo
-from runtime.errors import UsageError
-from runtime.imageio import read_image, write_image
-from runtime.pipeline import FileResult, UpscaleOptions, upscale_image
-from runtime.watch import JOURNAL_NAME, FolderWatcher, Journal, JournalEntry, is_temporary
+from srgan.runtime.errors import UsageError
+from srgan.runtime.imageio import read_image, write_image
+from srgan.runtime.pipeline import FileResult, UpscaleOptions, upscale_image
+from srgan.runtime.watch import JOURNAL_NAME, FolderWatcher, Journal, JournalEntry, is_temporary
 
 SETTLE = 0.4
 

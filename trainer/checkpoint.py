@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from runtime.files import file_sha256
+from srgan.runtime.files import file_sha256
 
 from .models import build_generator
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.imageio import atomic_write
+from srgan.runtime.imageio import atomic_write
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError", "load_config", "save_config"]
 

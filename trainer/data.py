@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime.datasets import DatasetError as DataError
-from runtime.datasets import discover, find_images
-from runtime.imageio import atomic_write
-from runtime.resize import imresize
+from srgan.runtime.datasets import DatasetError as DataError
+from srgan.runtime.datasets import discover, find_images
+from srgan.runtime.imageio import atomic_write
+from srgan.runtime.resize import imresize
 
 __all__ = ["DataError", "ImagePair", "find_images", "discover", "load_pairs", "PatchBatches", "epoch_steps"]
 

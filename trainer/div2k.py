@@ -18,8 +18,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from runtime.files import file_sha256
-from runtime.imageio import atomic_write
+from srgan.runtime.files import file_sha256
+from srgan.runtime.imageio import atomic_write
 
 from .data import DataError
 

@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from runtime import grids
-from runtime.datasets import iter_samples
-from runtime.imageio import atomic_write, write_image
-from runtime.pipeline import upscale_image
+from srgan.runtime import grids
+from srgan.runtime.datasets import iter_samples
+from srgan.runtime.imageio import atomic_write, write_image
+from srgan.runtime.pipeline import upscale_image
 
 
 __all__ = ["TorchSR", "load_for_eval", "evaluate", "EvalReport", "SetSummary", "write_results_zip",
@@ -61,7 +61,7 @@ def load_for_eval(model_path: Path, device: str = "auto", threads: int = 0, use_
     """An ONNX file -> the runtime's SRModel; a checkpoint -> TorchSR. Returns (model, description)."""
     model_path = Path(model_path)
     if model_path.suffix == ".onnx":
-        from runtime.session import load_model
+        from srgan.runtime.session import load_model
 
         m = load_model(model_path, device=device, threads=threads)
         return m, f"{model_path.name} (onnxruntime, {m.provider})"

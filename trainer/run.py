@@ -37,7 +37,7 @@ def resolve_config(preset_name: str | None, out: Path, resume: bool, overrides: 
 
 def default_lpips():
     """LPIPS scorer from models/lpips_alex.onnx (runtime, torch-free), or None when it is missing."""
-    from runtime.lpips import available_lpips
+    from srgan.runtime.lpips import available_lpips
 
     scorer = available_lpips()
     return None if scorer is None else scorer.distance

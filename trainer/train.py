@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runtime.imageio import atomic_write
+from srgan.runtime.imageio import atomic_write
 
 from .checkpoint import FORMAT_VERSION, generator_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
