@@ -120,12 +120,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from skimage.data import astronaut
 
     from srgan.runtime.pipeline import upscale_image
     from srgan.runtime.resize import imresize
     from srgan.runtime.session import load_model
     from srgan.runtime.tiler import plan_tiles
-    from skimage.data import astronaut
 
     info = machine()
     lr = imresize(astronaut(), args.size / 512)[: args.size, : args.size]
@@ -139,8 +139,10 @@ def main() -> None:
         for threads in (1, 2):
             model = load_model(path, device="cpu", threads=threads)
             for tile in (64, 128, 256, 0):
-                seconds = best_of(lambda m=model, t=tile: upscale_image(lr, m, tile=t, max_memory=None), args.repeats,
-                                  warmup=lambda m=model, t=tile: upscale_image(lr[:64, :64], m, tile=t, max_memory=None))
+                warm = lr[:64, :64]
+                seconds = best_of(lambda m=model, t=tile: upscale_image(lr, m, tile=t, max_memory=None),
+                                  args.repeats,
+                                  warmup=lambda m=model, t=tile, c=warm: upscale_image(c, m, tile=t, max_memory=None))
                 ctx = sum((t.ctx[1] - t.ctx[0]) * (t.ctx[3] - t.ctx[2])
                           for t in plan_tiles(*lr.shape[:2], tile, model.receptive_radius))
                 rows.append(("onnxruntime", threads, str(tile or "whole"), out_mp / seconds,

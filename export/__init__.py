@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "export_generator": "onnx_export", "ExportReport": "onnx_export", "DEFAULT_OPSET": "onnx_export",
-    "read_metadata": "onnx_export",
+    "read_metadata": "onnx_meta",
     "measure_parity": "parity", "ParityReport": "parity", "FP32_MAX_ABS": "parity",
     "receptive_radius": "receptive", "measure_receptive_radius": "receptive",
     "VARIANTS": "variants", "VariantReport": "variants", "MAX_PSNR_LOSS_DB": "variants",

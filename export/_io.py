@@ -9,7 +9,6 @@ from typing import Any
 from srgan.runtime.imageio import atomic_write
 
 
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)

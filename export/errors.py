@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from srgan.runtime.errors import SRGANError
+
 __all__ = ["ExportError", "ReceptiveFieldError", "ParityError", "VariantError"]
 
 
-class ExportError(RuntimeError):
+class ExportError(SRGANError):
     """Base class: a checkpoint could not be turned into a trustworthy ONNX model."""
 
 

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ from torch import nn
 from srgan.runtime.paths import data_dir
 
 from ._io import atomic_write_bytes, sidecar, write_json
-from .onnx_export import DEFAULT_OPSET, check_onnx, export_onnx, ort_optimize, set_metadata
+from .onnx_export import DEFAULT_OPSET, export_onnx, ort_optimize
+from .onnx_meta import check_onnx, set_metadata
 from .parity import ParityReport, ParityRow, agreement, ort_session, read_rgb
 
 __all__ = ["MIN_SIDE", "LPIPS_MAX_ABS", "LpipsExportReport", "export_lpips", "set5_bicubic_pairs"]
@@ -52,10 +54,10 @@ class _LpipsGraph(nn.Module):
         return f / torch.clamp_min(torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)), 1e-10)
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        lp = self.lp
+        lp: Any = self.lp  # an lpips.LPIPS (untyped): net, scaling_layer, lins, L
         outs0 = lp.net(lp.scaling_layer(2 * img0 - 1))
         outs1 = lp.net(lp.scaling_layer(2 * img1 - 1))
-        total = 0
+        total: Any = 0
         for k in range(lp.L):
             diff = (self._unit(outs0[k]) - self._unit(outs1[k])) ** 2
             total = total + lp.lins[k](diff).mean(dim=(2, 3))
@@ -158,7 +160,7 @@ def export_lpips(out_path: Path, weights: Path | None = None, *, opset: int = DE
         sess = ort_session(staged)
         for name, a, b in pairs:
             ref = lp(torch.from_numpy(a), torch.from_numpy(b), normalize=True).reshape(-1).numpy()
-            got = sess.run(None, {"img0": a, "img1": b})[0]
+            got = sess.run({"img0": a, "img1": b})[0]
             report.rows.append(ParityRow(name, tuple(a.shape), *agreement(got, ref)))
             if name.startswith("Set5 "):
                 scores[name.split()[1]] = float(got[0])

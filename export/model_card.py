@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srgan.trainer.checkpoint import file_sha256
+from srgan.runtime.files import file_sha256
 
 from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError
+from .onnx_meta import read_metadata
 
 __all__ = ["card_paths", "build_card", "write_model_card", "record_quality", "quality_from_csv", "render_markdown"]
 
@@ -88,8 +89,6 @@ def _parity_summary(fp32: dict[str, Any]) -> dict[str, Any] | str:
 
 def build_card(model_path: Path) -> dict[str, Any]:
     """The card as a dict, from the ONNX metadata and ``NAME.parity.json`` (when present)."""
-    from .onnx_export import read_metadata
-
     model_path = Path(model_path)
     meta = read_metadata(model_path)
     parity_path = sidecar(model_path, ".parity.json")
@@ -115,7 +114,10 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "output": f"sr: float32 NCHW RGB, H*{meta.get('scale')} x W*{meta.get('scale')}, linear (clamp to [0,1])",
             "receptive_radius_lr_px": int(meta.get("receptive_radius", -1)),
             "opset": int(meta.get("opset", -1)),
-            "memory_bytes_per_lr_pixel": int(meta["memory_bytes_per_pixel"]) if "memory_bytes_per_pixel" in meta else None,
+            "memory_bytes_per_lr_pixel": int(meta["memory_bytes_per_pixel"])
+            if "memory_bytes_per_pixel" in meta else None,
+            "memory_bytes_per_lr_pixel_by_engine": json.loads(meta["memory_bytes_per_pixel_by_engine"])
+            if "memory_bytes_per_pixel_by_engine" in meta else None,
         },
         "training": {
             "trained_on": meta.get("trained_on"), "preset": training.get("preset"),
@@ -125,10 +127,12 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "content_loss": training.get("content_loss"), "weights": meta.get("weights"),
             "checkpoint_sha256": meta.get("checkpoint_sha256"),
             "averaged_from": json.loads(meta["averaged_from"]) if "averaged_from" in meta else None,
+            "degradation": training.get("degradation"), "degradation_params": training.get("degradation_params"),
             "phase2_weights": {k: training[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g")
                                if k in training} or None,
         },
         "quality": quality if quality else _NOT_MEASURED,
+        "precision_loss_bf16": json.loads(meta["precision_loss_bf16"]) if "precision_loss_bf16" in meta else None,
         "parity": _parity_summary(fp32),
         "receptive_radius_check": parity.get("receptive_radius"),
         "variants": variants,
@@ -152,12 +156,17 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Receptive radius {c['receptive_radius_lr_px']} LR px (the tiler's minimum pad); ONNX opset {c['opset']}.",
         f"- CPU inference memory, measured: {_fmt(c.get('memory_bytes_per_lr_pixel'))} bytes per LR pixel of a call "
         "(sizes tiles for `--max-memory`).",
+        *([f"- CPU inference memory per engine/precision, measured: {c['memory_bytes_per_lr_pixel_by_engine']} "
+           "bytes per LR pixel."] if c.get("memory_bytes_per_lr_pixel_by_engine") else []),
         "", "## Training", "",
         f"- Data: {t['trained_on']}.",
         f"- Preset `{t['preset']}`, {t['steps']} steps (phase {t['phase']}, warm-up {t['warmup_steps']} steps), "
         f"pixel loss {t['pixel_loss']}, adversarial weight {t['adversarial_weight']}, "
         f"content loss {t['content_loss']}.",
         *([f"- Phase-2 loss weights and learning rate: {t['phase2_weights']}."] if t.get("phase2_weights") else []),
+        *([f"- LR made per sample by the degradation model `{t['degradation']}` (trainer/degradations.py; "
+           "every parameter range is in the card's JSON, `training.degradation_params`)."]
+          if t.get("degradation_params") else []),
         f"- Weights: {t['weights']}; checkpoint sha256 `{t['checkpoint_sha256']}`.",
         *([f"- Weight average of {len(t['averaged_from'])} checkpoints: " + "; ".join(
             f"`{a['file']}` (step {a['step']}, {a['weights']}, sha256 `{a['sha256'][:16]}...`)"
@@ -175,6 +184,15 @@ def render_markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     else:
         lines.append(q)
+    g = card.get("precision_loss_bf16")
+    lines += ["", "## bf16 (OpenVINO CPU) vs fp32: the precision gate", ""]
+    if g:
+        verdict = "uses bf16 (within 0.01 dB and 0.002 LPIPS)" if g["allowed"] else "keeps fp32 (over the limits)"
+        lines.append(f"On {g['sets']} ({g['images']} images): PSNR-Y {g['psnr_y_fp32']} dB fp32, "
+                     f"{g['psnr_y_bf16']} dB bf16 (loss {g['psnr_y_loss_db']:+.4f} dB); LPIPS loss "
+                     f"{g['lpips_loss']:+.5f}. `--precision auto` {verdict}.")
+    else:
+        lines.append("Not measured (`cli.py eval MODEL -o DIR --record`); `--precision auto` keeps fp32.")
     lines += ["", "## Parity (torch vs onnxruntime, fp32)", ""]
     p = card["parity"]
     if isinstance(p, dict):

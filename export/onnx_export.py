@@ -14,23 +14,24 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from srgan.runtime.bench import measure_memory_per_pixel
-from srgan.trainer.checkpoint import file_sha256, generator_from_checkpoint, generator_weights
-
+from srgan.runtime.files import file_sha256
 from srgan.runtime.paths import data_dir
+from srgan.trainer.checkpoint import generator_from_checkpoint, generator_weights
+from srgan.trainer.models import deploy_generator
 
 from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError, VariantError
+from .model_card import quality_from_csv, write_model_card
+from .onnx_meta import check_onnx, read_metadata, set_metadata
 from .parity import FP32_MAX_ABS, ParityReport, measure_parity, parity_inputs
 from .receptive import verify_receptive_radius
-
-if TYPE_CHECKING:
-    from .variants import VariantReport
+from .variants import VARIANTS, VariantReport, build_and_evaluate
 
 __all__ = ["DEFAULT_OPSET", "ExportReport", "export_generator", "export_onnx", "ort_optimize", "check_onnx",
            "generator_metadata", "read_metadata", "set_metadata"]
@@ -101,6 +102,8 @@ def export_onnx(model: nn.Module, *, opset: int = DEFAULT_OPSET, input_names: Se
                                         dynamo=True, external_data=False, verbose=False)
     except Exception as exc:  # the exporter raises many types
         raise ExportError(f"torch could not export {type(model).__name__} to ONNX opset {opset}: {exc}") from exc
+    if program is None:
+        raise ExportError(f"torch returned no ONNX program for {type(model).__name__} (opset {opset})")
     return program.model_proto
 
 
@@ -125,32 +128,6 @@ def ort_optimize(proto) -> Any:
     del optimized.opset_import[:]
     optimized.opset_import.extend(keep)
     return optimized
-
-
-def check_onnx(proto) -> None:
-    """``onnx.checker.check_model(full_check=True)`` (includes shape inference); raises ExportError."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the ONNX graph fails onnx.checker: {exc}") from exc
-
-
-def set_metadata(proto, metadata: dict[str, str]) -> None:
-    """Replace ``proto.metadata_props`` with ``metadata`` (values stringified)."""
-    del proto.metadata_props[:]
-    for k, v in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, str(v)
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def _run_data(checkpoint: Path) -> list[Path]:
@@ -195,6 +172,8 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     }
     if state.get("phase") == 2:  # the phase-2 loss weights (absent from older checkpoints' configs: omitted)
         training.update({k: cfg[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g") if k in cfg})
+    if state.get("degradation_params"):  # the on-the-fly degradation model (trainer.degradations), in full
+        training["degradation_params"] = state["degradation_params"]
     meta = {
         "scale": str(state["hparams"].get("scale")),
         "arch": state["arch"],
@@ -233,12 +212,13 @@ def _real_images(real_images: Sequence[Path] | None) -> tuple[list[Path], str]:
 
 def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, use_ema: bool = True,
                      variants: Sequence[str] = (), trained_on: str | None = None,
-                     quality: dict[str, Any] | None = None, eval_csv: Path | None = None,
+                     quality: dict[str, Any] | None = None, eval_csv: Path | Sequence[Path] | None = None,
                      real_images: Sequence[Path] | None = None, calibration_dirs: Sequence[Path] | None = None,
-                     eval_sets: Sequence[Path] | None = None) -> ExportReport:
+                     eval_sets: Sequence[Path] | None = None, engine_facts: bool = False) -> ExportReport:
     """Export the generator in ``checkpoint`` to ``out_path`` and prove it.
 
-    1. Rebuild the generator (EMA weights when present and ``use_ema``).
+    1. Rebuild the generator (EMA weights when present and ``use_ema``) and take its inference
+       form (``trainer.models.deploy_generator``: e.g. re-parameterised convs collapsed).
     2. Derive its receptive radius and verify it by perturbing one LR pixel.
     3. Export (dynamic batch/H/W, opset ``opset``), apply onnxruntime's portable
        basic optimisation offline, attach metadata, ``onnx.checker`` full check.
@@ -253,24 +233,26 @@ def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_O
     ``quality``: measured metrics ({set: {"model": {...}, "bicubic": {...}}}) or
     ``eval_csv`` (see export.model_card.quality_from_csv). ``calibration_dirs``:
     image folders for int8 calibration (default: the run's training data).
+    ``engine_facts``: also measure bf16 vs fp32 on Set5/Set14 and each engine's memory per
+    pixel into the metadata (:func:`runtime.precision.record_engine_facts`; the CLI does).
     ``eval_sets``: benchmark folders (HR/ + LR_bicubic_x4/) for variant PSNR
     (default: ../shared/data Set5 and Set14).
 
     Raises CheckpointError (bad checkpoint), ReceptiveFieldError, ExportError,
     ParityError (nothing written), VariantError.
     """
-    from .model_card import quality_from_csv, write_model_card
-    from .variants import VARIANTS, build_and_evaluate
-
     checkpoint, out_path = Path(checkpoint), Path(out_path)
     if out_path.suffix != ".onnx":
         raise ExportError(f"output {out_path} must end in .onnx")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:  # before any work, so a typo costs nothing
         raise VariantError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    model, state = generator_from_checkpoint(checkpoint, use_ema=use_ema)
+    trained, state = generator_from_checkpoint(checkpoint, use_ema=use_ema)
+    # The inference form the registry names (re-parameterised convs collapsed); parity below is
+    # measured against the checkpoint's own (training) form, so the collapse is proved too.
+    model = deploy_generator(state["arch"], trained)
     stated, measured = verify_receptive_radius(model)
-    if quality is None and eval_csv is not None:
+    if quality is None and eval_csv:
         quality = quality_from_csv(eval_csv)
     meta = generator_metadata(state, checkpoint, stated, use_ema=use_ema, opset=opset, trained_on=trained_on,
                               quality=quality)
@@ -289,7 +271,7 @@ def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_O
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / out_path.name
         staged.write_bytes(data)
-        parity = measure_parity(model, staged, parity_inputs(images), threshold=FP32_MAX_ABS,
+        parity = measure_parity(trained, staged, parity_inputs(images), threshold=FP32_MAX_ABS,
                                 real_images=images_desc)
         parity.model = str(out_path)
         parity.check()
@@ -301,6 +283,11 @@ def export_generator(checkpoint: Path, out_path: Path, *, opset: int = DEFAULT_O
     parity.model = out_path.name  # the report travels with the file: no machine-specific paths
     atomic_write_bytes(out_path, data)
     log.info("wrote %s; parity max abs %.2e", out_path, parity.max_abs)
+    if engine_facts:  # the bf16 quality gate (Set5/Set14) and memory per engine, into the metadata
+        from srgan.runtime.precision import record_engine_facts
+
+        facts = record_engine_facts(out_path)
+        log.info("bf16 gate %s; bytes per LR pixel %s", facts["bf16"], facts["memory"])
 
     def write_reports(variant_reports: list[VariantReport]) -> tuple[Path, Path]:
         write_json(sidecar(out_path, ".parity.json"), {

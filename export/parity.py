@@ -5,6 +5,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,8 +13,19 @@ from torch import nn
 
 from .errors import ParityError
 
-__all__ = ["FP32_MAX_ABS", "ParityRow", "ParityReport", "parity_inputs", "measure_parity", "agreement",
-           "ort_session", "read_rgb"]
+if TYPE_CHECKING:
+    from srgan.runtime.engines import Session
+
+__all__ = [
+    "FP32_MAX_ABS",
+    "ParityReport",
+    "ParityRow",
+    "agreement",
+    "measure_parity",
+    "ort_session",
+    "parity_inputs",
+    "read_rgb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,33 +131,31 @@ def parity_inputs(real_images: list[Path] | None = None, *, channels: int = 3, s
     return out
 
 
-def ort_session(path: Path, providers: list[str] | None = None, threads: int = 0):
-    """An onnxruntime session with the default (full) graph optimisation, as the runtime uses."""
-    import onnxruntime as ort
+def ort_session(path: Path, device: str = "cpu", threads: int = 0) -> Session:
+    """The onnxruntime fp32 session (full graph optimisation, as the runtime uses): the parity reference,
+    built by the runtime's one session factory."""
+    from srgan.runtime.engines import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+    return open_session(path, engine="onnxruntime", precision="fp32", device=device, threads=threads, gated=False)
 
 
 @torch.no_grad()
 def measure_parity(model: nn.Module, onnx_path: Path, inputs: list[tuple[str, np.ndarray]], *,
-                   threshold: float = FP32_MAX_ABS, providers: list[str] | None = None,
+                   threshold: float = FP32_MAX_ABS, device: str = "cpu",
                    real_images: str = "none") -> ParityReport:
     """Run ``model`` (torch, fp32, eval) and the ONNX file on the same inputs and compare.
 
     ``inputs``: from :func:`parity_inputs`. The ONNX input is fed as float32 to the
     graph's single input. Returns a ParityReport; call ``.check()`` to enforce it.
     """
-    sess = ort_session(onnx_path, providers)
-    in_name = sess.get_inputs()[0].name
-    report = ParityReport(model=str(onnx_path), threshold=threshold, provider=sess.get_providers()[0],
+    sess = ort_session(onnx_path, device)
+    in_name = sess.inputs[0].name
+    report = ParityReport(model=str(onnx_path), threshold=threshold, provider=sess.provider,
                           real_images=real_images)
     model = model.eval().float()
     for name, x in inputs:
         ref = model(torch.from_numpy(x)).numpy()
-        got = sess.run(None, {in_name: x})[0]
+        got = sess.run({in_name: x})[0]
         if got.shape != ref.shape:
             raise ParityError(f"{onnx_path}: output shape {got.shape} for input {name} {x.shape}, torch gives "
                               f"{ref.shape}; the dynamic axes are broken", report=report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -27,9 +28,9 @@ _POINTWISE = (nn.PReLU, nn.ReLU, nn.LeakyReLU, nn.BatchNorm2d, nn.Identity, nn.S
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def _spatial_ops(model: nn.Module) -> list[tuple[str, object]]:
+def _spatial_ops(model: nn.Module) -> list[tuple[str, Any]]:
     """The spatial layers in registration order: ("conv", (rh, rw)), ("shuffle", f), ("bicubic", module)."""
-    ops: list[tuple[str, object]] = []
+    ops: list[tuple[str, Any]] = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
@@ -54,8 +55,9 @@ def _spatial_ops(model: nn.Module) -> list[tuple[str, object]]:
 def _bicubic_offsets(m: MatlabBicubicUp) -> list[tuple[int, int]]:
     """Per output phase p: (first, last) LR offset with a non-zero tap, relative to LR pixel i."""
     out = []
+    kernel = m.kernel
     for p in range(m.scale):
-        nz = torch.nonzero(m.kernel[p]).flatten()
+        nz = torch.nonzero(kernel[p]).flatten()
         out.append((int(nz.min()) - m.pad_lo, int(nz.max()) - m.pad_lo))
     return out
 
@@ -111,16 +113,17 @@ def measure_receptive_radius(model: nn.Module, max_radius: int, *, seed: int = 0
     m = copy.deepcopy(model).double().eval()
     for p in m.parameters():
         p.requires_grad_(False)
-    scale = int(model.scale)
-    channels = int(model.hparams.get("in_channels", 3))
+    scale = int(cast(int, model.scale))  # every generator in trainer.models has .scale and .hparams
+    channels = int(cast(dict[str, Any], model.hparams).get("in_channels", 3))
     n = 2 * (max_radius + 4) + 1
     c = n // 2
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, channels, n, n, generator=g, dtype=torch.float64)
     tangent = torch.zeros_like(x)
     tangent[:, :, c, c] = 1.0
-    _, dy = torch.func.jvp(m, (x,), (tangent,))
-    rows, cols = torch.nonzero(dy.abs().amax(dim=(0, 1)) > 0, as_tuple=True)
+    dy = torch.func.jvp(m, (x,), (tangent,))[1]  # (output, its derivative along the tangent)
+    hits = torch.nonzero(dy.abs().amax(dim=(0, 1)) > 0)  # (k, 2): output rows and columns
+    rows, cols = hits[:, 0], hits[:, 1]
     if rows.numel() == 0:
         raise ReceptiveFieldError("perturbing an input pixel changed no output pixel; the model ignores its input")
     return int(max((rows // scale - c).abs().max(), (cols // scale - c).abs().max()))

@@ -31,6 +31,7 @@ from srgan.runtime.paths import data_dir
 
 from ._io import atomic_write_bytes, sidecar
 from .errors import ExportError, VariantError
+from .onnx_meta import check_onnx, read_metadata, set_metadata
 from .parity import ParityReport, measure_parity, parity_inputs, read_rgb
 
 __all__ = ["VARIANTS", "MAX_PSNR_LOSS_DB", "VariantReport", "build_variant", "calibration_crops",
@@ -138,8 +139,13 @@ def calibration_crops(folders: Sequence[Path], scale: int, *, count: int = 32, s
 
 def _int8(fp32_path: Path, crops: list[np.ndarray]):
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -172,8 +178,6 @@ def build_variant(kind: str, fp32_path: Path, out_path: Path, *, calibration: li
     fails ``onnx.checker``.
     """
     import onnx
-
-    from .onnx_export import check_onnx, read_metadata, set_metadata
 
     if kind not in VARIANTS:
         raise VariantError(f"unknown variant {kind!r}; choose from {', '.join(VARIANTS)}")
@@ -216,7 +220,7 @@ def set_psnr(model_path: Path, set_dir: Path) -> float:
     pairs = _eval_pairs(set_dir)
     if not pairs:
         raise VariantError(f"{set_dir} holds no HR/*.png with a matching LR_bicubic_x4/ file")
-    model = load_model(model_path, device="cpu")
+    model = load_model(model_path, device="cpu", engine="onnxruntime")  # the variants are onnxruntime graphs
     scores = []
     for _, lr_path, hr_path in pairs:
         lr, hr = read_image(lr_path).pixels, read_image(hr_path).pixels
@@ -235,7 +239,7 @@ def latency_ms(paths: Sequence[Path], shape: tuple[int, int, int, int] = _LATENC
     """
     from srgan.runtime.session import load_model
 
-    models = [load_model(p, device="cpu", threads=threads) for p in paths]
+    models = [load_model(p, device="cpu", threads=threads, engine="onnxruntime") for p in paths]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     times: list[list[float]] = [[] for _ in models]
     for m in models:
@@ -285,7 +289,7 @@ def build_and_evaluate(model: nn.Module, fp32_path: Path, kinds: Sequence[str], 
         raise VariantError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if not kinds:
         return []
-    scale = int(model.scale)
+    scale = int(model.scale)  # type: ignore[arg-type]  # every generator in trainer.models has .scale
     sets = [Path(d) for d in eval_sets] if eval_sets is not None else default_eval_sets()
     fp32_psnr = {d.name: set_psnr(fp32_path, d) for d in sets}
     reports = []

@@ -3,6 +3,9 @@
 Dependencies: onnxruntime, numpy, pillow, tifffile (never torch). Names are
 re-exported lazily, so ``import runtime`` is cheap and loads onnxruntime only
 when a model is loaded.
+
+The Python API (:mod:`runtime.api`): ``load`` a model once, ``upscale`` a PIL image or
+numpy array, ``upscale_files`` into a folder, ``evaluate`` on benchmark folders.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "load": "api", "upscale": "api", "upscale_files": "api", "evaluate": "api",
     "load_model": "session", "SRModel": "session",
     "plan_tiles": "tiler", "upscale_rows": "tiler", "upscale_tiled": "tiler", "fit_tile": "tiler", "Tile": "tiler",
     "read_image": "imageio", "write_image": "imageio", "write_image_bands": "imageio", "Decoded": "imageio",

@@ -29,22 +29,25 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import grids
+from . import charts, grids
 from .datasets import Sample, load_dataset
 from .errors import UsageError
 from .imageio import atomic_write
 from .peers import Upscale
+from .reports import LatencyReport, LatencyRow, MacCount, QualityReport, QualityRow, QualitySummary
 
 __all__ = [
     "Upscale", "Sample", "QualityRow", "QualitySummary", "QualityReport", "load_dataset", "bench_quality",
     "read_quality_rows", "write_quality", "quality_markdown", "MacCount", "count_macs", "matmul_gflops", "achieved",
+    "engine_matmul_gflops", "DEFAULT_ENGINES",
     "LatencyRow", "LatencyReport", "bench_latency", "write_latency", "latency_markdown", "machine_info",
     "DEFAULT_TILES",
 ]
@@ -53,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Tile sides benchmarked by default (LR pixels; 0 = the whole image in one call).
 DEFAULT_TILES = (64, 128, 256, 0)
+#: (engine, precision) pairs benchmarked on the CPU by default (those that cannot run here are skipped).
+DEFAULT_ENGINES = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"))
 _PROVIDER_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}
 
 
@@ -82,7 +87,7 @@ def machine_info() -> dict[str, str]:
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_name(),
         "cores": str(os.cpu_count()),
         "load_1min": f"{load[0]:.2f}",
@@ -125,23 +130,28 @@ def _peak_rss_mb() -> float:
 
 def _rss_mb() -> float:
     """Current resident set size in MiB (Linux)."""
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    if m is None:
+        raise OSError("no VmRSS in /proc/self/status")
+    return int(m.group(1)) / 1024
 
 
-def measure_memory_per_pixel(path: str | Path, sizes: tuple[int, ...] = (128, 192)) -> int | None:
+def measure_memory_per_pixel(path: str | Path, sizes: tuple[int, ...] = (128, 192), *,
+                             engine: str = "onnxruntime", precision: str = "fp32") -> int | None:
     """Host memory one CPU inference call takes per LR input pixel, in bytes, measured.
 
-    For each size a fresh session runs one size x size input; the rise of the
-    peak RSS above the resident set just before the call, divided by the
-    input's pixels, is that size's figure, and the largest is returned (what
-    the tiler's memory budget uses: ``memory_bytes_per_pixel`` metadata).
+    For each size a fresh session of ``engine`` / ``precision`` runs one size x size
+    input; the rise of the peak RSS above the resident set just before the call,
+    divided by the input's pixels, is that size's figure, and the largest is
+    returned (what the tiler's memory budget uses: ``memory_bytes_per_pixel``
+    metadata, per engine in ``memory_bytes_per_pixel_by_engine``).
     None where the peak cannot be reset (not Linux).
     """
     from .session import load_model
 
     worst = 0.0
     for n in sizes:
-        model = load_model(path, device="cpu")
+        model = load_model(path, device="cpu", engine=engine, precision=precision)
         x = np.full((1, 3, n, n), 0.5, np.float32)
         before = _rss_mb()
         if not _reset_peak_rss():
@@ -154,18 +164,10 @@ def measure_memory_per_pixel(path: str | Path, sizes: tuple[int, ...] = (128, 19
 
 # ---------------------------------------------------------------- FLOPs and peak
 
-@dataclass(frozen=True)
-class MacCount:
-    """Multiply-adds of one inference per LR input pixel: ``per_lr_pixel`` in total and ``by_op``."""
-
-    per_lr_pixel: float
-    by_op: dict[str, float]
-
-
 _MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def _node_macs(node, shape: Callable[[str], tuple[int, ...]]) -> int:  # noqa: ANN001 (onnx.NodeProto)
+def _node_macs(node: Any, shape: Callable[[str], tuple[int, ...]]) -> int:  # node: onnx.NodeProto
     """MACs of one Conv / ConvTranspose / MatMul / Gemm node, from its concrete input and output shapes."""
     out = shape(node.output[0])
     if node.op_type == "Conv":  # every output value: Cin/group * kh * kw MACs
@@ -241,6 +243,9 @@ def matmul_gflops(threads: int = 0, *, n: int = 2048, runs: int = 5) -> float:
     only at start. Raises RuntimeError if the child fails.
     """
     env = dict(os.environ)
+    # Tuning overrides some machines set for other programs slow current OpenBLAS down: unset here only.
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
             env[var] = str(threads)
@@ -249,6 +254,40 @@ def matmul_gflops(threads: int = 0, *, n: int = 2048, runs: int = 5) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"matmul benchmark failed: {done.stderr.strip()[-500:]}")
     return 2.0 * n ** 3 / float(done.stdout.strip()) / 1e9
+
+
+def engine_matmul_gflops(engine: str, precision: str, threads: int = 0, *, n: int = 2048, runs: int = 5) -> float:
+    """Throughput in GFLOP/s of the engine's own n x n MatMul (constant weights) at ``precision``: the peak
+    its convolutions can be held to (2 n^3 FLOP per call; median of ``runs`` after one warm-up).
+    Needs the ``onnx`` package (``bench`` extra): raises UsageError without it; raises as
+    :func:`runtime.engines.open_session` for an engine or precision that cannot run here."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise UsageError("the engine matmul peak needs the onnx package: pip install 'srgan-toolkit[bench]'") from None
+    import tempfile
+
+    from .engines import open_session
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(rng.random((n, n), np.float32), "b")])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        sess = open_session(path, engine=engine, precision=precision, device="cpu", threads=threads, gated=False)
+    a = {"a": rng.random((n, n), np.float32)}
+    sess.run(a)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(a)
+        times.append(time.perf_counter() - t)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
 
 
 def achieved(macs_per_lr_pixel: float, lr_pixels: float, seconds: float, peak_gflops: float) -> tuple[float, float]:
@@ -265,40 +304,34 @@ def achieved(macs_per_lr_pixel: float, lr_pixels: float, seconds: float, peak_gf
 
 # ---------------------------------------------------------------- latency
 
-@dataclass(frozen=True)
-class LatencyRow:
-    """One configuration: ``tile`` LR side (0 = whole image), ``tiles`` inference tiles per image.
+def _engine_setups(providers: Sequence[str], engines: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(provider, engine, precision) to run: each CPU engine pair (defaults: those that run here), and
+    onnxruntime in the graph's precision on CUDA."""
+    from .engines import ENGINES, cpu_supports
 
-    Times are medians over the timed runs. ``gflops``/``fraction_of_peak``
-    count useful work only (each LR pixel once, not the tiles' overlapping
-    context); None when FLOPs or the peak were not measured.
-    """
-
-    provider: str
-    threads: int
-    tile: int
-    tiles: int
-    ms_per_tile: float
-    ms_per_image: float
-    output_mp_per_s: float
-    peak_rss_mib: float
-    peak_gflops: float | None
-    gflops: float | None
-    fraction_of_peak: float | None
+    out = []
+    for provider in providers:
+        if _PROVIDER_DEVICE[provider] != "cpu":
+            out.append((provider, "onnxruntime", "auto"))
+            continue
+        pairs = list(engines) or [(e, p) for e, p in DEFAULT_ENGINES
+                                  if ENGINES[e].available() and (e == "onnxruntime" or cpu_supports(p))]
+        out += [(provider, e, p) for e, p in pairs]
+    return out
 
 
-@dataclass
-class LatencyReport:
-    """All rows of :func:`bench_latency`, the image size, MAC count (or why not) and machine info."""
-
-    model: Path
-    lr_size: tuple[int, int]
-    scale: int
-    runs: int
-    macs: MacCount | None
-    macs_note: str
-    rows: list[LatencyRow] = field(default_factory=list)
-    machine: dict[str, str] = field(default_factory=dict)
+def _measure_peaks(peaks: dict[tuple[str, int], float], engine: str, precision: str, threads: int, n: int,
+                   progress: Callable[[str], None] | None) -> None:
+    """Fill ``peaks[(precision, threads)]`` with the fastest GEMM of that precision (numpy sgemm for fp32,
+    and the engine's own MatMul), once per key."""
+    if (precision, threads) in peaks:
+        return
+    found = {f"{engine} MatMul {precision}": engine_matmul_gflops(engine, precision, threads, n=n)}
+    if precision == "fp32":
+        found["numpy sgemm"] = matmul_gflops(threads, n=n)
+    for name, value in found.items():
+        _say(progress, f"{name} peak at {threads} threads: {value:.1f} GFLOP/s")
+    peaks[(precision, threads)] = max(found.values())
 
 
 def _bench_image(h: int, w: int) -> np.ndarray:
@@ -306,20 +339,26 @@ def _bench_image(h: int, w: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     planes = [0.5 + 0.35 * np.sin(xx / (3 + i) + yy / (5 + 2 * i)) + 0.1 * rng.random((h, w)) for i in range(3)]
-    return np.round(np.clip(np.stack(planes, axis=2), 0, 1) * 255).astype(np.uint8)
+    img: np.ndarray = np.round(np.clip(np.stack(planes, axis=2), 0, 1) * 255).astype(np.uint8)
+    return img
 
 
 def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILES, threads: Sequence[int] = (),
                   providers: Sequence[str] = (), lr_size: tuple[int, int] = (320, 320), runs: int = 3,
-                  warmup: int = 1, matmul_n: int = 2048,
+                  warmup: int = 1, matmul_n: int = 2048, engines: Sequence[tuple[str, str]] = (),
                   progress: Callable[[str], None] | None = None) -> LatencyReport:
-    """Time ``upscale_image`` on an ``lr_size`` (h, w) image for every tile x threads x provider.
+    """Time ``upscale_image`` on an ``lr_size`` (h, w) image for every tile x threads x provider x engine.
 
     ``threads``: intra-op thread counts (default 1 and all cores; ignored on
     CUDA). ``providers``: onnxruntime provider names (default every available
-    one of CPU and CUDA). ``matmul_n``: side of the peak-measuring matmul
-    (0 = do not measure). Tile sizes run smallest first, whole image last, in a
-    fresh session per (provider, threads), so each row's peak RSS is its own
+    one of CPU and CUDA). ``engines``: (engine, precision) pairs run on the CPU
+    (default :data:`DEFAULT_ENGINES`, skipping those this machine cannot run; an
+    explicit pair that cannot run raises EngineError); the row's ``provider`` reads
+    e.g. ``openvino bf16``. ``matmul_n``: side of the peak-measuring matmul
+    (0 = do not measure): each row's peak is the fastest GEMM of its precision
+    measured in this run (numpy's sgemm for fp32, and the engine's own MatMul).
+    Tile sizes run smallest first, whole image last, in a fresh session per
+    (provider, threads, engine), so each row's peak RSS is its own
     (memory the session already holds counts, as it would in a real run).
 
     Raises :class:`~runtime.errors.ModelError` / :class:`~runtime.errors.DeviceError`
@@ -350,15 +389,17 @@ def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILE
     report = LatencyReport(Path(model_path), lr_size, 0, runs, macs, note, machine=machine_info())
     img = _bench_image(*lr_size)
     lr_pixels = lr_size[0] * lr_size[1]
-    peaks: dict[int, float] = {}
-    for provider in providers:
+    setups = _engine_setups(providers, engines)
+    peaks: dict[tuple[str, int], float] = {}
+    for provider, engine, precision in setups:
         device = _PROVIDER_DEVICE[provider]
         for n_threads in threads if device == "cpu" else [0]:
-            if device == "cpu" and matmul_n and n_threads not in peaks:
-                peaks[n_threads] = matmul_gflops(n_threads, n=matmul_n)
-                _say(progress, f"fp32 matmul peak at {n_threads} threads: {peaks[n_threads]:.1f} GFLOP/s")
-            peak = peaks.get(n_threads) if device == "cpu" else None
-            model = load_model(model_path, device=device, threads=n_threads)  # type: ignore[arg-type]
+            model = load_model(model_path, device=device, threads=n_threads,  # type: ignore[arg-type]
+                               engine=engine, precision=precision)
+            if device == "cpu" and matmul_n:
+                _measure_peaks(peaks, model.engine, model.precision, n_threads, matmul_n, progress)
+            peak = peaks.get((model.precision, n_threads)) if device == "cpu" else None
+            label = provider if device != "cpu" else f"{model.engine} {model.precision}"
             report.scale, pad = model.scale, model.receptive_radius
             for tile in order:
                 n_tiles = len(plan_tiles(*lr_size, tile, pad))
@@ -374,13 +415,13 @@ def bench_latency(model_path: str | Path, *, tiles: Sequence[int] = DEFAULT_TILE
                 gflops = frac = None
                 if macs is not None and peak:
                     gflops, frac = achieved(macs.per_lr_pixel, lr_pixels, sec, peak)
-                row = LatencyRow(provider, n_threads, tile, n_tiles, 1000 * sec / n_tiles, 1000 * sec,
+                row = LatencyRow(label, n_threads, tile, n_tiles, 1000 * sec / n_tiles, 1000 * sec,
                                  out.shape[0] * out.shape[1] / sec / 1e6, _peak_rss_mb(), peak, gflops, frac)
                 report.rows.append(row)
-                _say(progress, f"{provider} threads={n_threads} tile={tile or 'whole'}: "
+                _say(progress, f"{label} threads={n_threads} tile={tile or 'whole'}: "
                                f"{row.ms_per_tile:.1f} ms/tile, {row.output_mp_per_s:.3f} MP/s")
             del model
-    report.machine["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report.machine["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     report.machine["load_1min_end"] = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
     return report
 
@@ -420,8 +461,6 @@ def latency_markdown(report: LatencyReport) -> str:
 
 def write_latency(report: LatencyReport, out_dir: str | Path) -> list[Path]:
     """Write ``latency.csv``, ``latency.md`` and ``latency.png`` (when matplotlib is there) to ``out_dir``."""
-    from . import charts
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"model": report.model.name, "lr_h": report.lr_size[0], "lr_w": report.lr_size[1],
@@ -432,76 +471,6 @@ def write_latency(report: LatencyReport, out_dir: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- quality
-
-@dataclass(frozen=True)
-class QualityRow:
-    """One method on one image: metrics (see :func:`runtime.grids.score_one`), seconds, output pixels."""
-
-    dataset: str
-    image: str
-    method: str
-    psnr_y: float
-    ssim_y: float
-    psnr_rgb: float | str
-    lpips: float | str
-    seconds: float
-    output_pixels: int
-
-
-@dataclass(frozen=True)
-class QualitySummary:
-    """Means of one method over one dataset (``lpips`` text when not measured) and its throughput."""
-
-    dataset: str
-    method: str
-    images: int
-    psnr_y: float
-    ssim_y: float
-    lpips: float | str
-    output_mp_per_s: float
-
-
-@dataclass
-class QualityReport:
-    """Per-image rows, methods in run order, peers not run (name -> reason), machine info."""
-
-    rows: list[QualityRow]
-    methods: list[str]
-    scale: int
-    skipped: dict[str, str] = field(default_factory=dict)
-    descriptions: dict[str, str] = field(default_factory=dict)
-    machine: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def datasets(self) -> list[str]:
-        return list(dict.fromkeys(r.dataset for r in self.rows))
-
-    def summary(self) -> list[QualitySummary]:
-        """Means per (dataset, method), datasets and methods in run order."""
-        out = []
-        for d in self.datasets:
-            for m in self.methods:
-                rows = [r for r in self.rows if r.dataset == d and r.method == m]
-                if not rows:
-                    continue
-                lp = [r.lpips for r in rows]
-                lpips = float(np.mean(lp)) if all(isinstance(v, float) for v in lp) else \
-                    next(v for v in lp if isinstance(v, str))
-                out.append(QualitySummary(d, m, len(rows), float(np.mean([r.psnr_y for r in rows])),
-                                          float(np.mean([r.ssim_y for r in rows])), lpips,
-                                          _mp_per_s(rows)))
-        return out
-
-    def speed(self, method: str) -> float:
-        """Output megapixels per second of ``method`` over all its images."""
-        return _mp_per_s([r for r in self.rows if r.method == method])
-
-
-def _mp_per_s(rows: Iterable[QualityRow]) -> float:
-    rows = list(rows)
-    seconds = sum(r.seconds for r in rows)
-    return sum(r.output_pixels for r in rows) / seconds / 1e6 if seconds > 0 else float("inf")
-
 
 def read_quality_rows(path: str | Path) -> list[QualityRow]:
     """The rows of a ``quality_per_image.csv`` written by :func:`write_quality` (to redraw or compare).
@@ -550,7 +519,7 @@ def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upsca
             rows.append(QualityRow(s.dataset, s.name, name, float(m["psnr_y"]), float(m["ssim_y"]), m["psnr_rgb"],
                                    m["lpips"], seconds, sr.shape[0] * sr.shape[1]))
             _say(progress, f"{name} {s.dataset}/{s.name}: {m['psnr_y']:.2f} dB in {seconds:.2f} s")
-    machine["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return QualityReport(rows, list(methods), scale, machine=machine)
 
 
@@ -586,7 +555,7 @@ def _fmt(v: object) -> object:
     return f"{v:.6f}" if isinstance(v, float) else v
 
 
-def _write_csv(path: Path, rows: list[dict]) -> Path:
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
     w.writeheader()
@@ -603,8 +572,6 @@ def _write_text(path: Path, text: str) -> Path:
 def write_quality(report: QualityReport, out_dir: str | Path) -> list[Path]:
     """Write ``quality_per_image.csv``, ``quality_summary.csv``, ``quality.md`` and, when matplotlib
     is installed, ``quality_vs_speed.png`` and ``per_image_<dataset>.png``; returns the paths."""
-    from . import charts
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [_write_csv(out / "quality_per_image.csv", [asdict(r) for r in report.rows]),

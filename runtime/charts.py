@@ -10,12 +10,10 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .imageio import atomic_write
-
-if TYPE_CHECKING:
-    from .bench import LatencyReport, QualityReport
+from .reports import LatencyReport, QualityReport
 
 __all__ = ["quality_charts", "latency_chart", "PER_IMAGE_BARS_MAX"]
 

@@ -8,7 +8,8 @@ context, so tiled and whole-image results stay equal.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,9 @@ class SelfEnsemble:
         self.model = model
 
     def __getattr__(self, name: str) -> Any:
-        if name == "model":  # not set yet (copy, unpickling): no recursion
+        # "model": not set yet (copy, unpickling), no recursion. "upscale_region": the model's
+        # region call would run the plain model and bypass the ensemble, so callers use __call__.
+        if name in ("model", "upscale_region"):
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -45,4 +48,5 @@ class SelfEnsemble:
         for k, flip in TRANSFORMS:
             y = _inverse(self.model(np.ascontiguousarray(_forward(x, k, flip))), k, flip)
             total = y.astype(np.float32, copy=True) if total is None else np.add(total, y, out=total)
+        assert total is not None  # TRANSFORMS is not empty
         return total * np.float32(1 / len(TRANSFORMS))

@@ -1,6 +1,9 @@
 """Typed errors a user can cause, each with a message that names the file and the fix.
 
-Library code raises these; only the CLI prints them and picks exit codes. Per-file
+Every error this package raises on purpose derives from :class:`SRGANError` (this
+module is torch-free, so the trainer's and the exporter's errors derive from it too:
+``ConfigError``, ``CheckpointError``, ``ExportError``...). Library code raises these;
+only the CLI prints them and picks exit codes. Per-file
 errors (:class:`ImageError` and its subclasses, :class:`OutputError`) fail one file of
 a batch and the rest continue; setup errors (:class:`ModelError`, :class:`DeviceError`,
 :class:`UsageError`) stop the run before any file is processed.
@@ -10,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "SRGANError",
     "SRError",
     "ImageError",
     "ImageReadError",
     "ImageTooLargeError",
     "OutputError",
-    "OutputExistsError",
     "InputOverwriteError",
     "UnsupportedOutputError",
     "ModelError",
@@ -23,15 +26,19 @@ __all__ = [
     "ModelLoadError",
     "ModelRunError",
     "DeviceError",
+    "EngineError",
     "UsageError",
 ]
 
 
-class SRError(Exception):
-    """Base class: an error with a user-facing message (``str(err)``)."""
+class SRGANError(Exception):
+    """The one base class: an error with a user-facing message (``str(err)``) that names the fix."""
 
 
-class _PathError(SRError):
+SRError = SRGANError  # the runtime's former name for the base class, still used by callers
+
+
+class _PathError(SRGANError):
     """An error about one file: the message reads ``<path>: <reason>``."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -56,10 +63,6 @@ class OutputError(_PathError):
     """A per-file output problem; the batch goes on with the other files."""
 
 
-class OutputExistsError(OutputError):
-    """Raised if the output file exists and overwriting was not asked for."""
-
-
 class InputOverwriteError(OutputError):
     """Raised if an output path is one of the input files (inputs are never written)."""
 
@@ -80,13 +83,17 @@ class ModelLoadError(ModelError):
     """Raised if onnxruntime cannot load the model or its interface is not an SR model's."""
 
 
-class ModelRunError(SRError):
+class ModelRunError(SRGANError):
     """Raised if inference fails or returns an array of the wrong shape."""
 
 
-class DeviceError(SRError):
-    """Raised if the requested device (e.g. ``cuda``) is not what onnxruntime uses."""
+class DeviceError(SRGANError):
+    """Raised if the requested device (e.g. ``cuda``) is not available to onnxruntime or torch."""
 
 
-class UsageError(SRError):
+class EngineError(SRGANError):
+    """Raised if the requested inference engine or precision cannot be used here (exit code 2)."""
+
+
+class UsageError(SRGANError):
     """Raised for a bad combination of options or inputs (exit code 2)."""

@@ -32,9 +32,9 @@ __all__ = [
 LPIPS_UNAVAILABLE = "unavailable: run cli.py export-lpips"
 #: ``lpips(a, b)``: two (H, W, 3) images of one dtype -> distance (lower is better).
 LpipsFn = Callable[[np.ndarray, np.ndarray], float]
-METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "lpips", "lattice", "color_shift",
+METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "lpips", "lattice", "color_shift", "chroma_noise", "edge_wobble",
                   "bicubic_psnr_y", "bicubic_ssim_y", "bicubic_psnr_rgb", "bicubic_lpips", "bicubic_lattice",
-                  "bicubic_color_shift")
+                  "bicubic_color_shift", "bicubic_chroma_noise", "bicubic_edge_wobble")
 CSV_COLUMNS = ("file", *METRIC_COLUMNS, "note")
 
 _PANEL_MAX = 768  # longest panel side in the grid, display pixels
@@ -74,8 +74,10 @@ def score(sr: np.ndarray, bicubic: np.ndarray, hr: np.ndarray, scale: int,
 
 def score_one(img: np.ndarray, hr: np.ndarray, scale: int, lpips: LpipsFn | None = None) -> dict[str, float | str]:
     """``psnr_y``, ``ssim_y`` (border = ``scale``), ``psnr_rgb``, ``lpips``, and the artifact checks
-    ``lattice`` (checkerboard, :func:`runtime.metrics.lattice_ratio`) and ``color_shift`` (colour cast,
-    :func:`runtime.metrics.color_shift`) of one result against ``hr``.
+    ``lattice`` (checkerboard, :func:`runtime.metrics.lattice_ratio`), ``color_shift`` (colour cast,
+    :func:`runtime.metrics.color_shift`), ``chroma_noise`` (colour speckle,
+    :func:`runtime.metrics.chroma_noise_ratio`) and ``edge_wobble`` (wavy straight lines, HR px;
+    NaN on an image without straight edges, :func:`runtime.metrics.edge_wobble`) of one result against ``hr``.
 
     Both (H, W, C) of equal size, C = 1 or 3 (no alpha). A gray image is
     compared on its gray values; ``psnr_rgb`` of gray vs colour and ``lpips``
@@ -89,6 +91,8 @@ def score_one(img: np.ndarray, hr: np.ndarray, scale: int, lpips: LpipsFn | None
         "lpips": LPIPS_UNAVAILABLE if lpips is None else lpips(img, hr),
         "lattice": metrics.lattice_ratio(img, hr, scale),
         "color_shift": metrics.color_shift(img, hr),
+        "chroma_noise": metrics.chroma_noise_ratio(img, hr, scale),
+        "edge_wobble": metrics.edge_wobble(img, hr, scale),
     }
 
 
@@ -181,9 +185,9 @@ def write_metrics_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, floa
         values = [s[c] for s in scored]
         numbers = [v for v in values if not isinstance(v, str)]
         if numbers and len(numbers) == len(values):
-            mean.append(_fmt(float(np.mean(numbers))))
+            mean.append(_fmt(metrics.nan_mean(numbers)))
         else:
-            mean.append(next((v for v in values if isinstance(v, str)), ""))  # type: ignore[arg-type]
+            mean.append(next((v for v in values if isinstance(v, str)), ""))
     out.writerow(["mean", *mean, f"{len(scored)} of {len(rows)} images scored"])
     with atomic_write(path) as fh:
         fh.write(buf.getvalue().encode())

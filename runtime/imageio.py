@@ -17,12 +17,13 @@ with ``os.replace``, so no partial output file is ever left behind.
 from __future__ import annotations
 
 import contextlib
-import functools
+import errno
 import logging
 import os
+import re
+import secrets
 import struct
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,13 +31,33 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageReadError, ImageTooLargeError, UnsupportedOutputError
+from .errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    OutputError,
+    SRError,
+    UnsupportedOutputError,
+)
 from .formats import FORMATS, INPUT_SUFFIXES, format_of
 from .jpegstream import write_jpeg_bands
 
-__all__ = ["Decoded", "read_image", "probe_size", "write_image", "write_image_bands", "allocate_pixels", "atomic_write", "resize_lanczos"]
+__all__ = [
+    "TEMP_PREFIX",
+    "TRANSIENT_ERRNOS",
+    "Decoded",
+    "OutputWriteError",
+    "allocate_pixels",
+    "atomic_write",
+    "open_dir_nofollow",
+    "probe_size",
+    "read_image",
+    "remove_stale_temps",
+    "resize_lanczos",
+    "write_image",
+    "write_image_bands",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,41 +91,150 @@ class Decoded:
 
 # ---------------------------------------------------------------- atomic writes
 
-@functools.cache
-def _umask() -> int:
-    """The process umask (os.umask can only be read by setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+#: Temporary files this tool makes: ``.srgan-tmp-<pid>-<8 hex>.part``. Distinctive, so that
+#: :func:`remove_stale_temps` removes only our own leftovers (of dead processes), nothing else.
+TEMP_PREFIX = ".srgan-tmp-"
+_TEMP_RE = re.compile(r"^\.srgan-tmp-(\d+)-[0-9a-f]{8}\.part$")
+#: errno values of a write or read that may succeed later (space freed, device back, permission fixed).
+TRANSIENT_ERRNOS = frozenset(
+    e for e in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM, errno.EROFS, errno.EAGAIN,
+                errno.EBUSY, errno.ENOMEM, errno.ESTALE, errno.ETIMEDOUT) if e is not None)
+
+
+class OutputWriteError(OutputError):
+    """Raised if the file system refuses an output (full, read-only, I/O error, a symlink in the way).
+
+    ``errno`` is the OS error number (None for a refused symlink); ``transient`` says whether a
+    retry may succeed later (disk full, permissions, I/O errors)."""
+
+    def __init__(self, path: str | Path, reason: str, err: int | None = None):
+        super().__init__(path, reason)
+        self.errno = err
+        self.transient = err in TRANSIENT_ERRNOS
+
+
+def _temp_name() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.part"
+
+
+def open_dir_nofollow(root: str | Path, rel: str | Path = "", *, create: bool = False) -> int:
+    """A directory fd for ``root/rel``, opened one component at a time with ``O_NOFOLLOW``.
+
+    ``root`` itself is opened as given (the user's choice, may be a symlink); no
+    component of ``rel`` may be a symlink, ``..`` or absolute, so whatever is swapped
+    in meanwhile, the fd is a folder inside ``root``. ``create`` makes missing
+    folders. The caller closes the fd. Raises :class:`OutputWriteError`.
+    """
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or ".." in rel_path.parts:
+        raise OutputWriteError(Path(root) / rel_path, "is not inside the output folder; not written")
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise OutputWriteError(root, f"cannot open the output folder: {e.strerror}", e.errno) from None
+    here = Path(root)
+    try:
+        for part in rel_path.parts:
+            here = here / part
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OutputWriteError(here, "is a symlink or not a folder; nothing is written through it") from None
+        raise OutputWriteError(here, f"cannot create or open this folder: {e.strerror}", e.errno) from None
+    return fd
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+def atomic_write(path: str | Path, *, root: str | Path | None = None) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path`` for binary writing; on success move it onto ``path``.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed
-    and ``path`` is untouched.
+    The folder is opened as a file descriptor (:func:`open_dir_nofollow` from
+    ``root`` down, creating missing folders; ``root`` None = ``path``'s folder),
+    and the temporary file is created and renamed through it, so a symlink
+    swapped in during the write cannot redirect it. On any exception (including
+    KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
+    Raises :class:`OutputWriteError` (naming ``path``) if the file system fails.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    path = Path(os.path.abspath(path))
+    base = path.parent if root is None else Path(os.path.abspath(root))
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
-        with open(tmp, "wb") as fh:  # opened by name: some encoders (tifffile) want fh.name
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        rel = path.parent.relative_to(base)
+    except ValueError:
+        raise OutputWriteError(path, f"is outside the output folder {base}; not written") from None
+    dfd = open_dir_nofollow(base, rel, create=root is not None)
+    tmp = _temp_name()
+    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=dfd)
+        except OSError as e:
+            raise OutputWriteError(path, f"cannot create a file in {path.parent}: {e.strerror}", e.errno) from None
+        try:
+            with open(fd, "wb") as fh:
+                fh.raw.name = str(path.parent / tmp)  # type: ignore[attr-defined]  # some encoders (tifffile) want a name
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as e:  # ENOSPC, EIO... from the encoder's writes, fsync or the rename
+            if e.errno is None:
+                raise
+            raise OutputWriteError(path, f"cannot write: {e.strerror}", e.errno) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
         raise
+    finally:
+        os.close(dfd)
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Remove this tool's temporary files (:data:`TEMP_PREFIX`) under ``root`` left by dead processes.
+
+    Walks ``root`` without following symlinks; a file is removed only if its name
+    is exactly ours and the process id in it is not running. Returns what was removed.
+    """
+    removed = []
+    for folder, _dirs, files in os.walk(root):  # os.walk does not descend into symlinked folders
+        for name in files:
+            m = _TEMP_RE.match(name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            p = Path(folder) / name
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+                removed.append(p)
+    if removed:
+        log.info("removed %d stale temporary file(s) under %s", len(removed), root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # ours: maybe being written by another thread now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- decoding
 
 def _open(path: Path) -> Image.Image:
-    """``Image.open`` without Pillow's own pixel limit: ``max_pixels`` in :func:`read_image` is the policy."""
+    """``Image.open`` without Pillow's own pixel limit: ``max_pixels`` in :func:`read_image` is the policy.
+
+    Anything Pillow raises about the file's content (including ``ValueError`` from a text or
+    ICC chunk that decompresses past its limit) becomes :class:`ImageReadError`; an OS error
+    with an errno (permission, I/O) is re-raised as it is, since a retry may succeed.
+    """
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -112,7 +242,13 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image this tool reads (PNG, JPEG, WebP, TIFF, BMP)") from None
     except OSError as e:
+        if e.errno is not None:
+            raise
         raise ImageReadError(path, f"cannot open: {e}") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises ValueError, SyntaxError, struct.error... for bad headers and chunks
+        raise ImageReadError(path, f"unreadable header or metadata ({type(e).__name__}: {e})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
@@ -120,10 +256,27 @@ def _open(path: Path) -> Image.Image:
 def probe_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header without decoding the pixels.
 
-    Raises :class:`~runtime.errors.ImageReadError` if the file is not an image.
+    Raises :class:`~runtime.errors.ImageReadError` if the file is not an image, and
+    OSError (with an errno) if it cannot be read.
     """
     with _open(Path(path)) as im:
         return im.size
+
+
+def _check_jpeg_size(im: Image.Image, path: Path) -> None:
+    """Refuse a JPEG too small to hold the pixels its header claims, before decoding.
+
+    Every 8x8 luma block of a JPEG codes at least its DC coefficient with a Huffman code of
+    at least one bit, so a file has at least one bit per luma block. libjpeg fills missing
+    data with grey and only warns, so a 5 KB file whose header says 6000x6000 would
+    otherwise "decode" as a 36 MP grey image.
+    """
+    w, h = im.size
+    blocks = -(-w // 8) * -(-h // 8)
+    size = path.stat().st_size
+    if size * 8 < blocks:
+        raise ImageReadError(path, f"truncated or lying header: {w}x{h} needs at least {blocks // 8} bytes of "
+                                   f"JPEG data, the file has {size}")
 
 
 def _rawmode(tile_args: object) -> str:
@@ -133,10 +286,11 @@ def _rawmode(tile_args: object) -> str:
 def _decode_bytes(path: Path, rawmode_for: dict[str, str]) -> np.ndarray:
     """Decode ``path`` with each tile's rawmode replaced per ``rawmode_for``; returns Pillow's array."""
     with _open(path) as im:
+        assert isinstance(im, ImageFile.ImageFile)
         tiles = []
         for t in im.tile:
             raw = rawmode_for[_rawmode(t.args)]
-            args = raw if isinstance(t.args, str) else (raw, *t.args[1:])
+            args = raw if isinstance(t.args, str) else (raw, *(t.args or ())[1:])
             tiles.append(t._replace(args=args))
         im.tile = tiles
         im.load()
@@ -204,6 +358,19 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> Decoded:
     image, is corrupt or truncated, or has an unsupported mode (e.g. 32-bit).
     """
     path = Path(path)
+    try:
+        return _read(path, max_pixels)
+    except (SRError, MemoryError):
+        raise
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        raise ImageReadError(path, f"corrupt or truncated image data ({e})") from None
+    except Exception as e:  # noqa: BLE001 - whatever a hostile file makes Pillow raise is this file's failure, not the run's
+        raise ImageReadError(path, f"corrupt image data or metadata ({type(e).__name__}: {e})") from None
+
+
+def _read(path: Path, max_pixels: int | None) -> Decoded:
     with _open(path) as im:
         fmt = _PIL_FORMAT.get(im.format or "")
         if fmt is None:
@@ -212,10 +379,13 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> Decoded:
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLargeError(path, f"{w}x{h} = {w * h / 1e6:.1f} MP is over --max-pixels "
                                            f"{max_pixels} ({max_pixels / 1e6:.1f} MP); raise it to process this file")
+        if fmt == "jpeg":
+            _check_jpeg_size(im, path)
         mode = im.mode
         icc = im.info.get("icc_profile") or None
         try:
-            deep = {_rawmode(t.args) for t in im.tile if ";16" in _rawmode(t.args)}  # before anything loads
+            tiles = getattr(im, "tile", [])
+            deep = {_rawmode(t.args) for t in tiles if ";16" in _rawmode(t.args)}  # before anything loads
             if deep and mode in ("RGB", "RGBA"):
                 pixels = _decode_16bit(path, deep)
             else:
@@ -225,7 +395,11 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> Decoded:
         except ImageReadError:
             raise
         except (OSError, ValueError, SyntaxError, struct.error, zlib.error) as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise
             raise ImageReadError(path, f"corrupt or truncated image data ({e})") from None
+        if pixels.shape[:2] != (h, w):
+            raise ImageReadError(path, f"decoded {pixels.shape[1]}x{pixels.shape[0]} pixels; the header says {w}x{h}")
     if mode == "CMYK" and icc:
         log.info("%s: CMYK converted to RGB; its CMYK ICC profile is dropped", path)
         icc = None
@@ -309,24 +483,28 @@ def _exif_payload(exif: Image.Exif | None) -> bytes | None:
 
 
 def write_image(path: str | Path, pixels: np.ndarray, *, quality: int = 95, icc_profile: bytes | None = None,
-                exif: Image.Exif | None = None, compress_level: int = 6) -> None:
+                exif: Image.Exif | None = None, compress_level: int = 6, root: str | Path | None = None) -> None:
     """Encode (H, W, C) uint8/uint16 ``pixels`` to ``path`` atomically; the format comes from the suffix.
 
     ``quality`` (1-100) applies to JPEG and WebP. 16-bit pixels are reduced to
     8 bits (logged) for formats without 16-bit support. EXIF gets orientation 1
     and the new pixel dimensions; ICC is embedded where the format allows.
 
+    ``root``: the output folder; folders from it down to ``path`` are created and
+    opened without following symlinks (:func:`atomic_write`).
+
     Raises :class:`~runtime.errors.UnsupportedOutputError` for an unknown
-    suffix or alpha in JPEG, OSError if the file system fails.
+    suffix or alpha in JPEG, :class:`OutputWriteError` if the file system fails.
     """
     h, w, c = pixels.shape
     write_image_bands(path, h, w, c, pixels.dtype, [pixels], quality=quality, icc_profile=icc_profile, exif=exif,
-                      compress_level=compress_level)
+                      compress_level=compress_level, root=root)
 
 
 def write_image_bands(path: str | Path, height: int, width: int, channels: int, dtype: np.dtype | type,
                       bands: Iterable[np.ndarray], *, quality: int = 95, icc_profile: bytes | None = None,
-                      exif: Image.Exif | None = None, compress_level: int = 6) -> None:
+                      exif: Image.Exif | None = None, compress_level: int = 6,
+                      root: str | Path | None = None) -> None:
     """:func:`write_image` for an image that arrives as bands of rows, top to bottom.
 
     PNG and JPEG are encoded as the bands come, so the whole image is never in
@@ -348,7 +526,7 @@ def write_image_bands(path: str | Path, height: int, width: int, channels: int, 
         log.info("%s: %s holds 8 bits per channel; 16-bit result reduced to 8 bits", path, spec.pil)
         bands = map(_to_8bit, bands)
     out_exif = _exif_for_output(exif, width, height)
-    with atomic_write(path) as fh:
+    with atomic_write(path, root=root) as fh:
         if fmt == "png":
             _write_png(fh, height, width, channels, 16 if deep else 8, bands, icc_profile=icc_profile,
                        exif=_exif_payload(out_exif), level=compress_level)
@@ -444,13 +622,15 @@ def _write_png(fh: IO[bytes], height: int, width: int, channels: int, depth: int
             rows = rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)
             rows = rows.reshape(rows.shape[0], -1).view(np.uint8)
             data = comp.compress(_paeth_rows(rows, prev, bpp).tobytes())
-            prev = rows[-1]
+            prev = rows[-1].copy()  # a view would keep the whole band alive
             if data:
                 pending.append(data)
                 size += len(data)
             if size >= 1 << 20:
                 fh.write(_chunk(b"IDAT", b"".join(pending)))
                 pending, size = [], 0
+        del band  # not held while the next band is computed (wide images: a band is large)
+        rows = prev
     if done != h:
         raise ValueError(f"bands hold {done} rows; the PNG header says {h}")
     pending.append(comp.flush())
@@ -473,4 +653,5 @@ def resize_lanczos(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     top = 255.0 if pixels.dtype == np.uint8 else 65535.0
     planes = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, i], dtype=np.float32), "F")
                          .resize((width, height), Image.Resampling.LANCZOS)) for i in range(c)]
-    return np.clip(np.rint(np.stack(planes, axis=2)), 0, top).astype(pixels.dtype)
+    out: np.ndarray = np.clip(np.rint(np.stack(planes, axis=2)), 0, top).astype(pixels.dtype)
+    return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -72,14 +72,14 @@ def write_jpeg_bands(
         raise ValueError(f"channels must be 1 (gray) or 3 (RGB), not {channels}")
     if not (0 < height <= 65535 and 0 < width <= 65535):
         raise ValueError(f"JPEG size must be 1..65535 each way, not {width}x{height}")
-    options: dict[str, object] = {"format": "JPEG", "quality": quality, "optimize": False,
+    options: dict[str, Any] = {"format": "JPEG", "quality": quality, "optimize": False,
                                   "progressive": False, "restart_marker_rows": 1}
     if channels == 3:
         options["subsampling"] = "4:2:0"
     first_tables: list[tuple[int, bytes]] = []
 
     def emit(rows: np.ndarray) -> None:
-        extra = {} if first_tables else {
+        extra: dict[str, Any] = {} if first_tables else {
             k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v is not None}
         buf = io.BytesIO()
         Image.fromarray(rows[:, :, 0] if channels == 1 else rows).save(buf, **options, **extra)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .errors import ModelLoadError, ModelNotFoundError
 from .metrics import to_units
 from .registry import LPIPS_MODEL_FILE, models_dir
 
-__all__ = ["LpipsOnnx", "MIN_SIDE", "default_lpips_path", "load_lpips", "available_lpips"]
+__all__ = ["MIN_SIDE", "LpipsOnnx", "available_lpips", "default_lpips_path", "load_lpips"]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,17 @@ def _nchw01(img: np.ndarray) -> np.ndarray:
 
 
 class LpipsOnnx:
-    """AlexNet LPIPS v0.1 on onnxruntime; ``lpips(a, b)`` is a :data:`runtime.grids.LpipsFn`.
+    """AlexNet LPIPS v0.1 (fp32, onnxruntime unless ``engine`` says otherwise); ``lpips(a, b)`` is a
+    :data:`runtime.grids.LpipsFn`.
 
     ``border``: pixels cropped from every side of both images first (the SR
     literature crops ``scale``). Raises ModelNotFoundError if ``path`` is
     missing, ModelLoadError if it is not an LPIPS file of this project.
     """
 
-    def __init__(self, path: str | Path, *, border: int = 0, device: str = "cpu", threads: int = 0):
-        import onnxruntime as ort
-
-        from .session import _providers
+    def __init__(self, path: str | Path, *, border: int = 0, device: str = "cpu", threads: int = 0,
+                 engine: str = "onnxruntime"):
+        from .engines import open_session
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -60,14 +61,10 @@ class LpipsOnnx:
         if border < 0:
             raise ValueError(f"border must be >= 0, got {border}")
         self.border = border
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=_providers(device))
-        except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(self.path, f"onnxruntime cannot load it: {e}") from e
-        names = [i.name for i in self._session.get_inputs()]
+        # A metric: fp32 always (gated=False: the bf16 gate is for SR models), onnxruntime by default.
+        self._session = open_session(self.path, engine=engine, precision="fp32", device=device, threads=threads,
+                                     gated=False)
+        names = [i.name for i in self._session.inputs]
         if names != ["img0", "img1"]:
             raise ModelLoadError(self.path, f"inputs are {names}; an LPIPS model from cli.py export-lpips "
                                             "has img0 and img1")
@@ -87,13 +84,13 @@ class LpipsOnnx:
         if min(a.shape[:2]) < MIN_SIDE:
             raise ValueError(f"LPIPS needs at least {MIN_SIDE}x{MIN_SIDE} pixels after a border of {k}, "
                              f"got {a.shape[1]}x{a.shape[0]}")
-        (d,) = self._session.run(None, {"img0": _nchw01(a), "img1": _nchw01(b)})
+        d = self._session.run({"img0": _nchw01(a), "img1": _nchw01(b)})[0]
         return float(d[0])
 
     __call__ = distance
 
 
-def load_lpips(path: str | Path | None = None, **kwargs) -> LpipsOnnx:
+def load_lpips(path: str | Path | None = None, **kwargs: Any) -> LpipsOnnx:
     """:class:`LpipsOnnx` for ``path`` (default :func:`default_lpips_path`); kwargs as LpipsOnnx.
 
     Raises ModelNotFoundError, whose message says how to make the file.
@@ -101,7 +98,7 @@ def load_lpips(path: str | Path | None = None, **kwargs) -> LpipsOnnx:
     return LpipsOnnx(path or default_lpips_path(), **kwargs)
 
 
-def available_lpips(path: str | Path | None = None, **kwargs) -> LpipsOnnx | None:
+def available_lpips(path: str | Path | None = None, **kwargs: Any) -> LpipsOnnx | None:
     """Like :func:`load_lpips`, but None (with a log line) when the file is missing.
 
     Callers then report :data:`runtime.grids.LPIPS_UNAVAILABLE` in LPIPS columns.

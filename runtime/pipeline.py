@@ -3,39 +3,92 @@ watch mode) and a batch of files and folders (:func:`upscale_batch`).
 
 Batch rules: folders are scanned (``recursive``, ``glob``), subfolders are
 mirrored under OUT, names never collide (a later duplicate gets ``_2``...),
-nothing is written outside OUT or over an input, existing outputs are skipped
-unless ``overwrite``, and one bad file is reported with its reason while the
-rest go on.
+nothing is written outside OUT or over an input (the final rename goes through
+folder descriptors opened without following symlinks, so a symlink swapped in
+during the run cannot redirect a write), existing outputs are skipped unless
+``overwrite``, and anything one file can cause (a hostile header or chunk, a
+decoder error, too many pixels, NaN from the model, a full or read-only disk)
+is reported as that file's failure with its reason while the rest go on.
+
+Output names: two inputs that map to one output name (``b.png`` and ``b.bmp``
+with ``--format png``) are ordered stably, the input already in the output's
+format first, and the others get ``_2``, ``_3``... Every output written is
+recorded in ``OUT/.srgan-outputs.jsonl`` (output -> input), so an existing output
+that was written from *another* input is reported as a name collision (failed,
+exit 1) instead of being skipped as if it were this input's.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from . import grids
-from .defaults import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE
+from .defaults import (
+    DEFAULT_MAX_MEMORY,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_QUALITY,
+    DEFAULT_TILE,
+)
 from .ensemble import SelfEnsemble
-from .errors import InputOverwriteError, SRError, UsageError
+from .errors import (
+    InputOverwriteError,
+    ModelLoadError,
+    ModelRunError,
+    SRError,
+    UsageError,
+)
 from .formats import FORMATS, INPUT_SUFFIXES, format_of
-from .imageio import allocate_pixels, probe_size, read_image, resize_lanczos, write_image, write_image_bands
+from .imageio import (
+    TRANSIENT_ERRNOS,
+    OutputWriteError,
+    allocate_pixels,
+    probe_size,
+    read_image,
+    remove_stale_temps,
+    resize_lanczos,
+    write_image,
+    write_image_bands,
+)
 from .resize import imresize
 from .session import Device, SRModel, load_model
 from .tiler import auto_batch, fill_rows, fit_tile, upscale_rows
 
 __all__ = [
-    "UpscaleOptions", "FileResult", "Job", "BatchReport", "BatchProgress", "plan_jobs", "upscale_bands", "upscale_image",
-    "process_one", "upscale_batch",
+    "OUTPUTS_NAME",
+    "BatchProgress",
+    "BatchReport",
+    "FileResult",
+    "Job",
+    "NonFiniteOutputError",
+    "UpscaleOptions",
+    "check_model",
+    "plan_jobs",
+    "process_one",
+    "upscale_bands",
+    "upscale_batch",
+    "upscale_image",
 ]
 
 log = logging.getLogger(__name__)
 
 _BICUBIC_RADIUS = 2  # the cubic kernel reaches 2 input pixels
+#: Batch record of which input each output was written from (one JSON line per output).
+OUTPUTS_NAME = ".srgan-outputs.jsonl"
+#: Smallest budget for one band of output rows (see :func:`_strip_rows`).
+MIN_BAND_BYTES = 64 << 20
+
+
+class NonFiniteOutputError(ModelRunError):
+    """Raised if the model returns NaN or infinity for a tile: the file fails, no image is written."""
 
 Alpha = Literal["bicubic", "model"]
 
@@ -86,6 +139,8 @@ class FileResult:
     ``reason``: why it failed or was skipped. ``in_size``/``out_size``: (width,
     height). ``scores``: metrics against the HR reference (see
     :func:`runtime.grids.score`), ``note`` what kept them from being computed.
+    ``transient``: the failure may go away on its own (disk full, I/O or
+    permission error, out of memory), so a watcher retries it later.
     """
 
     src: Path
@@ -97,6 +152,7 @@ class FileResult:
     seconds: float = 0.0
     scores: dict[str, float | str] | None = None
     note: str = ""
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,10 +189,13 @@ class BatchReport:
     seconds: float
     metrics_csv: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    interrupted: str = ""  # the signal that stopped the batch early ("SIGINT", "SIGTERM"), else ""
 
     @property
     def exit_code(self) -> int:
-        """0 if no file failed, else 1."""
+        """130 if stopped by SIGINT, 143 by SIGTERM (128 + signal number), else 1 if a file failed, else 0."""
+        if self.interrupted:
+            return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 130)
         return 1 if any(r.status == "failed" for r in self.results) else 0
 
 
@@ -150,8 +209,77 @@ def _color(pixels: np.ndarray) -> np.ndarray:
 def _gray(infer: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """Run a 1-channel batch through an RGB ``infer``: repeat to RGB, clamp, average back to gray."""
     def run(x: np.ndarray) -> np.ndarray:
-        return np.clip(infer(np.repeat(x, 3, axis=1)), 0.0, 1.0).mean(axis=1, keepdims=True, dtype=np.float32)
+        y: np.ndarray = np.clip(infer(np.repeat(x, 3, axis=1)), 0.0, 1.0).mean(axis=1, keepdims=True, dtype=np.float32)
+        return y
     return run
+
+
+class _Finite:
+    """``infer`` (and its ``upscale_region``, when it has one) raising :class:`NonFiniteOutputError` when
+    the output holds NaN or infinity: clamping would turn NaN into black pixels written as a result."""
+
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray]):
+        self._infer = infer
+        if callable(getattr(infer, "upscale_region", None)):
+            self.upscale_region = self._region
+
+    @staticmethod
+    def _check(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if not np.isfinite(y).all():
+            raise NonFiniteOutputError(f"the model returned NaN or infinity for a {x.shape[2]}x{x.shape[3]} tile; "
+                                       "no image is written (a broken or badly exported model?)")
+        return y
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._check(self._infer(x), x)
+
+    def _region(self, x: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        return self._check(self._infer.upscale_region(x, box), x)  # type: ignore[attr-defined]
+
+
+def check_model(model: SRModel) -> None:
+    """One small inference on a made-up image: the output must be ``model.scale`` times the input and finite.
+
+    Raises :class:`~runtime.errors.ModelLoadError` (a setup error, exit 2) if the
+    model's ``scale`` metadata is wrong or it returns NaN/infinity, so a broken
+    model stops the run before any file instead of failing every file.
+    """
+    h, w = 12, 20
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = np.stack([0.5 + 0.4 * np.sin(xx / (2 + i) + yy / 3) for i in range(3)])[None].astype(np.float32)
+    try:
+        y = model(x)
+    except ModelRunError as e:
+        raise ModelLoadError(model.path, f"a {h}x{w} test inference failed: {e}") from None
+    s = model.scale
+    if tuple(y.shape) != (1, 3, h * s, w * s):
+        raise ModelLoadError(model.path, f"a {h}x{w} input gave output shape {tuple(y.shape)}, not "
+                                         f"{(1, 3, h * s, w * s)} for scale {s}: fix the model's 'scale' metadata")
+    if not np.isfinite(y).all():
+        raise ModelLoadError(model.path, "the model returns NaN or infinity on a plain test image; it is broken "
+                                         "(re-export it)")
+
+
+def _strip_rows(h: int, w: int, c: int, itemsize: int, scale: int, tile: int, pad: int,
+                max_memory: int | None) -> int:
+    """LR rows per strip so one band of output rows stays within a quarter of ``max_memory``
+    (at least :data:`MIN_BAND_BYTES`); ``tile`` is the tile side actually run.
+
+    Output bands span the image width, so a wide image (40000x1000) would otherwise hold
+    ``tile * scale`` full output rows (~0.3-0.5 GB) at once. Strips repeat ``pad`` context
+    rows above and below (exact, but more work), so a strip is at least ``2 * pad`` rows (at
+    most 2x the work) and is used only where it is smaller than a row of tiles.
+    Returns ``h`` when no strips are needed.
+    """
+    if tile == 0 or max_memory is None:
+        return h
+    budget = max(MIN_BAND_BYTES, max_memory // 4)
+    row_bytes = w * scale * scale * c * itemsize
+    rows = min(tile, h)
+    if rows * row_bytes <= budget:
+        return h
+    strip = max(8, 2 * pad, budget // row_bytes - 2 * pad)
+    return strip if strip + 2 * pad < rows else h
 
 
 def _bicubic(scale: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -172,13 +300,47 @@ def upscale_bands(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TIL
     (``alpha``). ``tile`` shrinks where one inference call would need more than
     ``max_memory`` bytes (:func:`~runtime.tiler.fit_tile`; None = no cap); tiling
     is exact, so only speed changes. ``progress`` gets LR pixels done.
+    Images so wide that a row of tiles would exceed a quarter of ``max_memory`` are
+    run in horizontal strips with context rows (:func:`_strip_rows`): same result.
+
+    Raises :class:`NonFiniteOutputError` if the model returns NaN or infinity.
     """
+    h, w, c = pixels.shape
+    pad = max(model.receptive_radius, _BICUBIC_RADIUS)
+    fitted = fit_tile(tile, model.receptive_radius, model.bytes_per_pixel, max_memory)  # the tile rows _bands runs
+    strip = _strip_rows(h, w, c, pixels.dtype.itemsize, model.scale, fitted, pad, max_memory)
+    if strip >= h:
+        yield from _bands(pixels, model, tile=tile, alpha=alpha, max_memory=max_memory, progress=progress)
+        return
+    log.info("a %dx%d image: strips of %d rows keep the output bands within memory", w, h, strip)
+    s = model.scale
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        cy0, cy1 = max(0, y0 - pad), min(h, y1 + pad)
+        share = (y1 - y0) / (cy1 - cy0)
+
+        def part(n: int, share: float = share) -> None:
+            if progress is not None:
+                progress(round(n * share))
+
+        parts = list(_bands(pixels[cy0:cy1], model, tile=tile, alpha=alpha, max_memory=max_memory, progress=part))
+        full = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
+        piece = full[(y0 - cy0) * s:(y1 - cy0) * s]
+        del full
+        yield piece
+        del piece
+
+
+def _bands(pixels: np.ndarray, model: SRModel, *, tile: int, alpha: Alpha, max_memory: int | None,
+           progress: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+    """:func:`upscale_bands` for one strip (or the whole image): one band per row of tiles."""
     h, w, c = pixels.shape
     s, pad = model.scale, model.receptive_radius
     fitted = fit_tile(tile, pad, model.bytes_per_pixel, max_memory)
     if fitted != tile:
         log.info("tile %d -> %d: an inference call stays within %d MiB at ~%d KiB per LR pixel (same result)",
-                 tile, fitted, max_memory // (1 << 20), model.bytes_per_pixel // 1024)
+                 tile, fitted, (max_memory or 0) // (1 << 20), model.bytes_per_pixel // 1024)
     tile = fitted
     call_pixels = model.batch_pixels
     if max_memory is not None and model.bytes_per_pixel > 0:
@@ -186,15 +348,19 @@ def upscale_bands(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TIL
     ctx_h, ctx_w = (h, w) if tile == 0 else (min(h, tile + 2 * pad), min(w, tile + 2 * pad))
     batch = auto_batch(ctx_h * ctx_w, call_pixels, model.max_batch)
     nc = _color(pixels).shape[2]
-    streams = [upscale_rows(pixels[:, :, :nc], model if nc == 3 else _gray(model), s, tile=tile, pad=pad,
+    infer = _Finite(model)
+    streams = [upscale_rows(pixels[:, :, :nc], infer if nc == 3 else _gray(infer), s, tile=tile, pad=pad,
                             batch=batch, dtype=pixels.dtype, progress=progress)]
     if c > nc:  # alpha: same tile rows as the colour, so the bands line up
         a = pixels[:, :, nc:]
-        streams.append(upscale_rows(a, _gray(model), s, tile=tile, pad=pad, batch=batch, dtype=a.dtype)
+        streams.append(upscale_rows(a, _gray(infer), s, tile=tile, pad=pad, batch=batch, dtype=a.dtype)
                        if alpha == "model" else
                        upscale_rows(a, _bicubic(s), s, tile=tile, pad=_BICUBIC_RADIUS, dtype=a.dtype))
     for parts in zip(*streams, strict=True):
-        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+        band = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+        del parts  # held while the next band is computed, it would double the memory of wide images
+        yield band
+        del band
 
 
 def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TILE, alpha: Alpha = "bicubic",
@@ -211,7 +377,7 @@ def upscale_image(pixels: np.ndarray, model: SRModel, *, tile: int = DEFAULT_TIL
 
 
 def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, grid: Path | None,
-             lpips: grids.LpipsFn | None,
+             lpips: grids.LpipsFn | None, root: Path | None = None,
              ) -> tuple[dict[str, float | str] | None, str]:
     """Scores against the HR file and the grid figure; returns (scores, note)."""
     lr_c, sr_c = _color(lr), _color(sr)
@@ -226,23 +392,29 @@ def _compare(lr: np.ndarray, sr: np.ndarray, scale: int, hr_path: Path | None, g
         except (SRError, ValueError) as e:
             note = f"HR {hr_path}: {e}"
     if grid is not None:
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        write_image(grid, grids.make_grid(lr_c, bicubic, sr_c, hr, scale=scale, scores=scores))
+        if root is None:
+            grid.parent.mkdir(parents=True, exist_ok=True)
+        write_image(grid, grids.make_grid(lr_c, bicubic, sr_c, hr, scale=scale, scores=scores), root=root)
     return scores, note
 
 
 def process_one(src: str | Path, dst: str | Path, model: SRModel, options: UpscaleOptions = UpscaleOptions(), *,
                 hr: Path | None = None, grid: Path | None = None, compare: bool = False,
                 lpips: grids.LpipsFn | None = None,
-                progress: Callable[[int], None] | None = None) -> FileResult:
+                progress: Callable[[int], None] | None = None, root: str | Path | None = None) -> FileResult:
     """Upscale the file ``src`` into ``dst`` (format from its suffix); never raises for per-file problems.
 
     Skips (status ``skipped``) when ``dst`` exists and ``options.overwrite`` is
     False. With ``compare``, scores against the HR file ``hr`` (when not None;
     LPIPS with the ``lpips`` scorer, else the column says how to get one)
     and writes the figure to ``grid`` (when not None). ``progress`` gets LR
-    pixels done. Errors from the file itself (unreadable, too large, output
-    unwritable...) come back as status ``failed`` with the reason.
+    pixels done. ``root``: the output folder; the folders from it down to
+    ``dst`` are made and the file is moved into place through folder
+    descriptors opened without following symlinks (None: ``dst``'s folder).
+
+    Every exception but KeyboardInterrupt/SystemExit comes back as status
+    ``failed`` with the reason naming the file (``transient`` set for errors that
+    may pass: disk full, I/O, permission, memory).
     """
     src, dst = Path(src), Path(dst)
     t0 = time.perf_counter()
@@ -253,12 +425,15 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
             return FileResult(src, dst, "skipped", "output exists (use --overwrite to replace it)")
         image = read_image(src, max_pixels=options.max_pixels)
         if options.ensemble:
-            model = SelfEnsemble(model)
+            model = SelfEnsemble(model)  # type: ignore[assignment]  # the same interface
         h, w, c = image.pixels.shape
         s = model.scale
-        run = {"tile": options.tile, "alpha": options.alpha, "max_memory": options.max_memory, "progress": progress}
-        save = {"quality": options.quality, "icc_profile": image.icc_profile, "exif": image.exif}
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        run: dict[str, Any] = {"tile": options.tile, "alpha": options.alpha, "max_memory": options.max_memory,
+                               "progress": progress}
+        save: dict[str, Any] = {"quality": options.quality, "icc_profile": image.icc_profile, "exif": image.exif,
+                "root": root if root is not None else dst.parent}
+        if root is None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
         scores, note = None, ""
         if options.outscale is None and not compare:  # straight to the file, one band at a time
             write_image_bands(dst, h * s, w * s, c, image.pixels.dtype, upscale_bands(image.pixels, model, **run),
@@ -268,17 +443,37 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
             fmt = format_of(dst) or "png"
             sr = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
             upscale_image(image.pixels, model, out=sr, **run)
-            scores, note = _compare(image.pixels, sr, s, hr, grid, lpips) if compare else (None, "")
+            scores, note = (_compare(image.pixels, sr, s, hr, grid, lpips, Path(root) if root else None)
+                            if compare else (None, ""))
             if options.outscale is not None:
                 sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
             write_image(dst, sr, **save)
             out_size = (sr.shape[1], sr.shape[0])
-    except (SRError, OSError, MemoryError) as e:
+    except Exception as e:
+        reason, transient = _failure(src, e)
         log.debug("failed %s", src, exc_info=True)
-        reason = str(e) if isinstance(e, SRError) else f"{type(e).__name__}: {e}"
-        return FileResult(src, dst, "failed", reason, seconds=time.perf_counter() - t0)
+        return FileResult(src, dst, "failed", reason, seconds=time.perf_counter() - t0, transient=transient)
     return FileResult(src, dst, "ok", in_size=(w, h), out_size=out_size,
                       seconds=time.perf_counter() - t0, scores=scores, note=note)
+
+
+def _failure(src: Path, e: Exception) -> tuple[str, bool]:
+    """(reason naming the file, transient?) for an exception while processing ``src``."""
+    if isinstance(e, OutputWriteError):
+        return str(e), e.transient
+    if isinstance(e, NonFiniteOutputError):
+        return f"{src}: {e}", False
+    if isinstance(e, ModelRunError):
+        return f"{src}: {e}", True  # often memory: may pass
+    if isinstance(e, SRError):
+        return str(e), False
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else src
+        return f"{where}: {e.strerror or e}", e.errno in TRANSIENT_ERRNOS
+    if isinstance(e, MemoryError):
+        return f"{src}: out of memory (try a smaller --tile or --max-memory)", True
+    log.error("unexpected %s on %s: %s (run with -v for the traceback)", type(e).__name__, src, e)
+    return f"{src}: internal error {type(e).__name__}: {e}", False
 
 
 # ---------------------------------------------------------------- batches
@@ -341,10 +536,18 @@ def plan_jobs(inputs: Sequence[str | Path], out_dir: str | Path, *, recursive: b
         else:
             raise UsageError(f"input {item} does not exist")
     sources = {p.resolve() for p, _, _ in found}
+    wanted = [out / prefix / rel.with_suffix(_output_suffix(src, fmt)) for src, rel, prefix in found]
+    # Who gets a contested name does not depend on which other inputs exist: the input already in the
+    # output's format first (b.png keeps b.png, b.bmp becomes b_2.png), then input order.
+    order = sorted(range(len(found)), key=lambda i: (str(wanted[i]).lower(),
+                                                     found[i][0].suffix.lower() != wanted[i].suffix.lower(), i))
     taken: set[str] = set()
+    named: dict[int, Path] = {}
+    for i in order:
+        named[i] = _unique(wanted[i], taken)
     jobs = []
-    for src, rel, prefix in found:
-        dst = _unique(out / prefix / rel.with_suffix(_output_suffix(src, fmt)), taken)
+    for i, (src, rel, _prefix) in enumerate(found):
+        dst = named[i]
         grid_path = _unique(out / "grids" / dst.relative_to(out).with_suffix(".png"), taken) if grid else None
         error = ""
         real = dst.resolve()
@@ -354,7 +557,7 @@ def plan_jobs(inputs: Sequence[str | Path], out_dir: str | Path, *, recursive: b
             error = f"{dst} is an input file; inputs are never overwritten (choose another -o)"
         try:
             w, h = probe_size(src)
-        except SRError:
+        except (SRError, OSError):
             w = h = 0  # the reason is reported when the file is processed
         jobs.append(Job(src, dst, rel, grid_path, w * h, error))
     return jobs
@@ -374,7 +577,7 @@ def upscale_batch(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    model: str | Path,
+    model: str | Path | SRModel,
     device: Device = "auto",
     threads: int = 0,
     options: UpscaleOptions = UpscaleOptions(),
@@ -385,7 +588,8 @@ def upscale_batch(
     metrics_csv: str | Path | None = None,
     progress: BatchProgress | None = None,
 ) -> BatchReport:
-    """Upscale files and folders into ``out_dir`` with the model ``model`` (registry name or path).
+    """Upscale files and folders into ``out_dir`` with ``model``: a loaded :class:`SRModel` (used as it
+    is; ``device`` and ``threads`` then do not apply), or a registry name or path.
 
     The model session is built once. With ``hr_dir``, each result is scored
     against the HR image of the same relative path and a CSV (``metrics_csv``,
@@ -409,7 +613,16 @@ def upscale_batch(
     if not jobs:
         raise UsageError(f"no images found in {', '.join(map(str, inputs))}"
                          + ("" if recursive else " (add --recursive for subfolders)"))
-    sr_model = load_model(resolve_model(model), device=device, threads=threads)
+    sr_model = model if isinstance(model, SRModel) else load_model(resolve_model(model), device=device,
+                                                                     threads=threads)
+    check_model(sr_model)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder {out}: {e.strerror}") from None
+    remove_stale_temps(out)
+    outputs = _Outputs(out)
     scorer = None
     if hr is not None:
         from .lpips import available_lpips
@@ -421,6 +634,7 @@ def upscale_batch(
         progress.start(sum(j.pixels for j in jobs) * s2, len(jobs))
 
     results: list[FileResult] = []
+    interrupted = ""
     for job in jobs:
         advanced = 0
 
@@ -430,26 +644,88 @@ def upscale_batch(
             if progress is not None:
                 progress.advance(lr_pixels * s2)
 
-        if job.error:
-            result = FileResult(job.src, job.dst, "failed", job.error)
-        else:
-            try:
-                result = process_one(job.src, job.dst, sr_model, options, compare=hr is not None or grid,
-                                     hr=_find_hr(hr, job.rel) if hr else None, grid=job.grid,
-                                     lpips=scorer, progress=tick)
-            except Exception as e:  # a bug must not lose the rest of the batch; it is logged in full
-                log.exception("unexpected error on %s", job.src)
-                result = FileResult(job.src, job.dst, "failed", f"internal error {type(e).__name__}: {e}")
-        if progress is not None:
-            progress.advance(max(0, job.pixels * s2 - advanced))
-            progress.done(result)
-        results.append(result)
+        try:
+            result = _run_job(job, sr_model, options, outputs, hr=hr, compare=hr is not None or grid, scorer=scorer,
+                              progress=tick)
+            results.append(result)
+            if progress is not None:
+                progress.advance(max(0, job.pixels * s2 - advanced))
+                progress.done(result)
+        except KeyboardInterrupt as e:  # SIGINT (or SIGTERM turned into it by the CLI): stop, report
+            interrupted = str(e) or "SIGINT"
+            break
+    outputs.close()
+    if interrupted:
+        log.warning("%s: stopped after %d of %d files; the rest were not started", interrupted, len(results), len(jobs))
 
     csv_path = None
     if hr is not None:
         csv_path = Path(metrics_csv) if metrics_csv is not None else Path(out_dir) / "metrics.csv"
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [(str(j.rel), r.scores, r.note or r.reason) for j, r in zip(jobs, results, strict=True) if r.status != "skipped"]
+        rows = [(str(j.rel), r.scores, r.note or r.reason) for j, r in zip(jobs, results, strict=False)
+                if r.status != "skipped"]
         grids.write_metrics_csv(csv_path, rows)
     counts = {k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")}
-    return BatchReport(results, sr_model.path, sr_model.provider, time.perf_counter() - t0, csv_path, counts)
+    if interrupted:
+        counts["not done"] = len(jobs) - len(results)
+    return BatchReport(results, sr_model.path, sr_model.provider, time.perf_counter() - t0, csv_path, counts,
+                       interrupted)
+
+
+def _run_job(job: Job, model: SRModel, options: UpscaleOptions, outputs: _Outputs, *, hr: Path | None,
+             compare: bool, scorer: grids.LpipsFn | None, progress: Callable[[int], None]) -> FileResult:
+    """One planned job of a batch, with the output-name provenance check and record."""
+    if job.error:
+        return FileResult(job.src, job.dst, "failed", job.error)
+    rel = job.dst.relative_to(outputs.root).as_posix()
+    src_id = str(job.src.resolve())
+    writer = outputs.writer_of(rel)
+    if not options.overwrite and writer not in (None, src_id) and job.dst.exists():
+        return FileResult(job.src, job.dst, "failed",
+                          f"{job.dst}: name collision: this output was written from {writer}, not from {job.src}; "
+                          "use another -o, rename one input, or --overwrite to replace it")
+    result = process_one(job.src, job.dst, model, options, compare=compare, hr=_find_hr(hr, job.rel) if hr else None,
+                         grid=job.grid, lpips=scorer, progress=progress, root=outputs.root)
+    if result.status == "ok":
+        outputs.record(rel, src_id)
+    return result
+
+
+class _Outputs:
+    """``OUT/.srgan-outputs.jsonl``: which input each output of a batch was written from.
+
+    Append-only JSON lines ``{"dst": <relative to OUT>, "src": <absolute input path>}``,
+    the last line per output wins; unreadable lines (a torn tail after a kill) are skipped.
+    Best effort: if it cannot be written, the batch goes on (logged) without provenance.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.path = root / OUTPUTS_NAME
+        self.writers: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.path.read_bytes().split(b"\n"):
+                try:
+                    d = json.loads(line)
+                    self.writers[str(d["dst"])] = str(d["src"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self._fd: int | None = None
+
+    def writer_of(self, rel: str) -> str | None:
+        return self.writers.get(rel)
+
+    def record(self, rel: str, src: str) -> None:
+        self.writers[rel] = src
+        line = (json.dumps({"dst": rel, "src": src}, ensure_ascii=False) + "\n").encode()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            os.write(self._fd, b"\n" + line)  # a leading newline ends any torn line before it
+        except OSError as e:
+            log.warning("%s: cannot record that %s came from %s (%s)", self.path, rel, src, e.strerror)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -7,6 +7,7 @@ uint8 input gives uint8 output rounded like MATLAB; float input stays float.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -17,9 +18,10 @@ __all__ = ["imresize", "resize_weights"]
 def _cubic(x: np.ndarray) -> np.ndarray:
     ax = np.abs(x)
     ax2, ax3 = ax * ax, ax * ax * ax
-    return (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (
+    out: np.ndarray = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (
         -0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0
     ) * ((ax > 1) & (ax <= 2))
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -31,11 +33,10 @@ def resize_weights(in_len: int, out_len: int, scale: float, antialias: bool = Tr
     back into the matrix.
     """
     width = 4.0
+    kernel: Callable[[np.ndarray], np.ndarray] = _cubic
     if scale < 1 and antialias:
         kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
         width = width / scale
-    else:
-        kernel = _cubic
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - width / 2.0)
@@ -67,6 +68,7 @@ def imresize(img: np.ndarray, scale: float | None = None, *, size: tuple[int, in
         raise ValueError("give exactly one of scale or size")
     h, w = img.shape[:2]
     if size is None:
+        assert scale is not None  # exactly one of them is given
         out_h, out_w = int(np.ceil(h * scale)), int(np.ceil(w * scale))
         sh = sw = float(scale)
     else:

@@ -1,4 +1,4 @@
-"""The one place onnxruntime is used: load an SR model once, run it many times.
+"""Load an SR model once (through :func:`runtime.engines.open_session`), run it many times.
 
 The contract (DESIGN.md): one input, float32 NCHW RGB, dynamic H and W; one
 output H*scale x W*scale. ``metadata_props`` give ``scale``,
@@ -8,16 +8,27 @@ small inference and the tile pad falls back to :data:`DEFAULT_PAD`.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from .errors import DeviceError, ModelLoadError, ModelNotFoundError, ModelRunError
+from .engines import Session, open_session
+from .errors import ModelLoadError, ModelRunError
 
-__all__ = ["SRModel", "load_model", "release_freed_memory", "DEFAULT_PAD", "Device"]
+__all__ = [
+    "DEFAULT_PAD",
+    "MEMORY_BY_ENGINE_KEY",
+    "MEMORY_KEY",
+    "Device",
+    "SRModel",
+    "load_model",
+    "memory_per_pixel",
+    "release_freed_memory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +40,15 @@ DEFAULT_PAD = 32
 
 #: LR context pixels per inference call when batching tiles: CPU memory for
 #: activations stays around a few hundred MB; GPUs take more at once.
-_BATCH_PIXELS = {"CPUExecutionProvider": 1 << 16, "CUDAExecutionProvider": 1 << 20}
+_BATCH_PIXELS = {"cpu": 1 << 16, "cuda": 1 << 20}
 
-#: Host memory per LR pixel of an inference call for a model without ``memory_bytes_per_pixel``
-#: metadata, times scale^2: 1 KiB x 16 at x4, about what SRResNet-16 measures (export records it).
+#: Host memory per LR pixel of an inference call for a model without memory metadata for its
+#: engine and precision, times scale^2: 1 KiB x 16 at x4, about what SRResNet-16 measures on
+#: onnxruntime fp32 (the largest of the engines; export records each).
 _DEFAULT_BYTES_PER_PIXEL_PER_SCALE2 = 1024
+#: Metadata: onnxruntime fp32 bytes per LR pixel (an int), and per ``engine/precision`` (JSON object).
+MEMORY_KEY = "memory_bytes_per_pixel"
+MEMORY_BY_ENGINE_KEY = "memory_bytes_per_pixel_by_engine"
 
 _PROBE_HW = (24, 32)
 _RANGES = {"0-1": 1.0, "0-255": 255.0}
@@ -45,11 +60,13 @@ class SRModel:
 
     Attributes: ``scale`` (int), ``receptive_radius`` (LR pixels; the tiler's pad),
     ``radius_known`` (False when ``receptive_radius`` is the conservative default),
-    ``input_range`` (``"0-1"`` or ``"0-255"``), ``provider`` (the onnxruntime
-    execution provider in use), ``max_batch`` (None = any batch size, else the
-    model's fixed batch), ``batch_pixels`` (LR pixels per call the tiler aims
-    for), ``bytes_per_pixel`` (host memory an inference call takes per LR pixel:
-    from ``memory_bytes_per_pixel`` metadata, else an estimate; 0 on CUDA, where
+    ``input_range`` (``"0-1"`` or ``"0-255"``), ``engine`` (``onnxruntime`` /
+    ``openvino``), ``precision`` (``fp32`` / ``bf16`` / ``fp16``: what the engine
+    computes in), ``provider`` (where it runs, e.g. ``CPUExecutionProvider``,
+    ``OpenVINO CPU``), ``max_batch`` (None = any batch size, else the model's fixed
+    batch), ``batch_pixels`` (LR pixels per call the tiler aims for),
+    ``bytes_per_pixel`` (host memory an inference call takes per LR pixel: from the
+    metadata for this engine and precision, else an estimate; 0 on CUDA, where
     activations live on the GPU), ``metadata`` (all ``metadata_props``).
     """
 
@@ -58,30 +75,51 @@ class SRModel:
     receptive_radius: int
     radius_known: bool
     input_range: str
+    engine: str
+    precision: str
     provider: str
     max_batch: int | None
     metadata: dict[str, str]
     batch_pixels: int
     bytes_per_pixel: int
-    _session: Any = field(repr=False)
+    _session: Session = field(repr=False)
     _input: str = field(repr=False)
     _input_dtype: type = field(repr=False)
     _bgr: bool = field(repr=False)
-    _run_options: Any = field(repr=False, default=None)
+
+    @property
+    def runs_on(self) -> str:
+        """One line for logs and the CLI: ``openvino bf16 on OpenVINO CPU``."""
+        return f"{self.engine} {self.precision} on {self.provider}"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run the model: ``x`` float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h', w').
 
         The output is in [0, 1] units but not clamped. Raises
-        :class:`~runtime.errors.ModelRunError` if onnxruntime fails (e.g. out of memory).
+        :class:`~runtime.errors.ModelRunError` if the engine fails (e.g. out of memory).
         """
+        return self.upscale_region(x, (0, x.shape[2], 0, x.shape[3]))
+
+    def upscale_region(self, x: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The output for the LR ``box`` (y0, y1, x0, x1) of ``x`` only, computed with all of ``x`` as context:
+        equal to ``self(x)[:, :, y0*s:y1*s, x0*s:x1*s]``, cheaper where the engine can skip the rest (a split
+        model runs its tail on ``box`` only; :mod:`runtime.tiler` asks for each tile's core). Raises as
+        :meth:`__call__`."""
         factor = _RANGES[self.input_range]
         feed = x[:, ::-1] if self._bgr else x
         feed = np.ascontiguousarray(feed * factor if factor != 1.0 else feed, dtype=self._input_dtype)
+        y0, y1, x0, x1 = box
+        whole = box == (0, x.shape[2], 0, x.shape[3])
         try:
-            (y,) = self._session.run(None, {self._input: feed}, self._run_options)[:1]
-        except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ModelRunError(f"{self.path}: inference on a {tuple(x.shape)} input failed: {e}. "
+            if self._session.regional:
+                y = self._session.run_region(feed, box)
+            else:
+                y = self._session.run({self._input: feed})[0]
+                if not whole and self.scale:
+                    s = self.scale
+                    y = y[:, :, y0 * s:y1 * s, x0 * s:x1 * s]
+        except Exception as e:  # the engines raise their own untyped errors
+            raise ModelRunError(f"{self.path}: {self.engine} inference on a {tuple(x.shape)} input failed: {e}. "
                                 "If memory ran out, use a smaller --tile.") from e
         y = y.astype(np.float32, copy=False)
         if factor != 1.0:
@@ -110,25 +148,6 @@ def release_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 1 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 20))
 
 
-def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if not has_cuda:
-            raise DeviceError(
-                f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA provider "
-                f"(it has {', '.join(available)}). Install the GPU build: "
-                "pip uninstall -y onnxruntime && pip install onnxruntime-gpu, or use --device cpu.")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
-    raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-
-
 def _meta_int(meta: dict[str, str], key: str, path: Path) -> int | None:
     if key not in meta:
         return None
@@ -141,61 +160,64 @@ def _meta_int(meta: dict[str, str], key: str, path: Path) -> int | None:
     return value
 
 
-def load_model(path: str | Path, device: Device = "auto", threads: int = 0, *,
-               input_range: str | None = None) -> SRModel:
-    """Build the onnxruntime session for the SR model at ``path`` (once per run).
+def memory_per_pixel(meta: dict[str, str], engine: str, precision: str, path: Path) -> int | None:
+    """Recorded host bytes per LR pixel of one inference call for ``engine``/``precision``, or None.
+
+    From :data:`MEMORY_BY_ENGINE_KEY` (JSON ``{"openvino/bf16": n, ...}``), else for onnxruntime fp32
+    the older :data:`MEMORY_KEY`. Raises ModelLoadError for unreadable values.
+    """
+    if MEMORY_BY_ENGINE_KEY in meta:
+        try:
+            table = json.loads(meta[MEMORY_BY_ENGINE_KEY])
+            value = table.get(f"{engine}/{precision}")
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{value!r} is not a positive integer")
+        except (ValueError, AttributeError) as e:
+            raise ModelLoadError(path, f"metadata {MEMORY_BY_ENGINE_KEY} is unreadable: {e}") from None
+        if value is not None:
+            return int(value)
+    if engine == "onnxruntime" and precision == "fp32":
+        return _meta_int(meta, MEMORY_KEY, path)
+    return None
+
+
+def load_model(path: str | Path, device: Device = "auto", threads: int = 0, *, engine: str = "auto",
+               precision: str = "auto", input_range: str | None = None) -> SRModel:
+    """Build the session for the SR model at ``path`` (once per run).
 
     ``device``: ``auto`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``cpu``
-    or ``cuda``. ``threads``: intra-op threads, 0 = onnxruntime's default (one
-    per physical core). ``input_range`` overrides the model's metadata.
+    or ``cuda``. ``engine`` / ``precision``: see :func:`runtime.engines.open_session`
+    (``auto``: OpenVINO on the CPU, bf16 where the CPU has it and the model's recorded
+    quality gate allows it). ``threads``: intra-op threads, 0 = the engine's default
+    (one per core). ``input_range`` overrides the model's metadata.
 
     Raises :class:`ModelNotFoundError` if the file is missing,
     :class:`ModelLoadError` if it is not a usable SR model,
-    :class:`DeviceError` if ``cuda`` was asked for and is not what runs.
+    :class:`DeviceError` if ``cuda`` was asked for and is not what runs,
+    :class:`EngineError` if an explicit engine or precision cannot be used.
     """
-    import onnxruntime as ort
-
     path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(path, "model file not found")
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0, got {threads}")
-    providers = _providers(device)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own untyped errors
-        raise ModelLoadError(path, f"onnxruntime cannot load it: {e}") from e
-    used = sess.get_providers()[0]
-    if device == "cuda" and used != "CUDAExecutionProvider":
-        raise DeviceError(f"--device cuda: onnxruntime fell back to {used} for {path} "
-                          "(CUDA or cuDNN libraries missing or mismatched); fix the CUDA install or use --device cpu.")
-    log.info("model %s runs on %s", path.name, used)
-
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    sess = open_session(path, engine=engine, precision=precision, device=device, threads=threads, split=True)
+    inputs, outputs = sess.inputs, sess.outputs
     if len(inputs) != 1 or not outputs:
         raise ModelLoadError(path, f"expected one input and an output, found {len(inputs)} inputs "
                                    f"and {len(outputs)} outputs")
     inp = inputs[0]
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-    if inp.type not in dtypes:
-        raise ModelLoadError(path, f"input {inp.name!r} has type {inp.type}; expected float32 or float16")
+    if inp.dtype is None:
+        raise ModelLoadError(path, f"input {inp.name!r} is not float32 or float16")
     shape = list(inp.shape)
     if len(shape) != 4:
         raise ModelLoadError(path, f"input {inp.name!r} has shape {shape}; expected NCHW")
-    if isinstance(shape[1], int) and shape[1] != 3:
+    if shape[1] is not None and shape[1] != 3:
         raise ModelLoadError(path, f"input {inp.name!r} has {shape[1]} channels; expected 3 (RGB)")
-    if isinstance(shape[2], int) or isinstance(shape[3], int):
+    if shape[2] is not None or shape[3] is not None:
         raise ModelLoadError(path, f"input {inp.name!r} has a fixed size {shape[2:]}; "
                                    "re-export it with dynamic H and W axes")
-    max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    max_batch = shape[0]
     if max_batch not in (None, 1):
         raise ModelLoadError(path, f"input {inp.name!r} has a fixed batch of {max_batch}; expected 1 or dynamic")
 
-    meta = dict(sess.get_modelmeta().custom_metadata_map)
+    meta = sess.metadata
     rng = input_range or meta.get("input_range", "0-1")
     if rng not in _RANGES:
         raise ModelLoadError(path, f"input_range {rng!r} is not one of {sorted(_RANGES)}")
@@ -205,21 +227,17 @@ def load_model(path: str | Path, device: Device = "auto", threads: int = 0, *,
     radius = _meta_int(meta, "receptive_radius", path)
     model = SRModel(
         path=path, scale=_meta_int(meta, "scale", path) or 0,
-        receptive_radius=DEFAULT_PAD if radius is None else radius, radius_known=radius is not None, input_range=rng, provider=used, max_batch=max_batch, metadata=meta,
-        batch_pixels=_BATCH_PIXELS.get(used, 1 << 16), bytes_per_pixel=0, _session=sess, _input=inp.name,
-        _input_dtype=dtypes[inp.type], _bgr=order == "BGR",
+        receptive_radius=DEFAULT_PAD if radius is None else radius, radius_known=radius is not None,
+        input_range=rng, engine=sess.engine, precision=sess.precision, provider=sess.provider,
+        max_batch=max_batch, metadata=meta, batch_pixels=_BATCH_PIXELS[sess.device], bytes_per_pixel=0,
+        _session=sess, _input=inp.name, _input_dtype=inp.dtype, _bgr=order == "BGR",
     )
     if model.scale == 0:
         model.scale = _probe_scale(model)
         log.warning("%s has no 'scale' metadata; probed scale x%d", path.name, model.scale)
-    if used == "CPUExecutionProvider":
-        model.bytes_per_pixel = (_meta_int(meta, "memory_bytes_per_pixel", path)
+    if sess.device == "cpu":
+        model.bytes_per_pixel = (memory_per_pixel(meta, sess.engine, sess.precision, path)
                                  or _DEFAULT_BYTES_PER_PIXEL_PER_SCALE2 * model.scale ** 2)
-        # Tiles of several shapes (edge tiles are smaller) fragment onnxruntime's arena until it holds
-        # ~2x one call's memory (measured: 909 vs 508 MiB for SRResNet-16 at 209 px); giving the arena's
-        # free chunks back after each call keeps the peak at one call's, at no measurable speed cost.
-        model._run_options = ort.RunOptions()
-        model._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     if radius is None:
         log.warning("%s has no 'receptive_radius' metadata; tiles use a %d px pad, which is not "
                     "proven exact (use --tile 0 for a whole-image run)", path.name, DEFAULT_PAD)
@@ -233,4 +251,4 @@ def _probe_scale(model: SRModel) -> int:
     if y.ndim != 4 or y.shape[2] < h or y.shape[2] % h or y.shape[3] % w or y.shape[2] // h != y.shape[3] // w:
         raise ModelLoadError(model.path, f"a {h}x{w} input gave output shape {tuple(y.shape)}; "
                                          "not an integer-scale SR model")
-    return y.shape[2] // h
+    return int(y.shape[2] // h)

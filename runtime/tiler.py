@@ -136,7 +136,9 @@ def upscale_rows(
     [0, 1]); converted to float32 [0, 1] one call at a time. ``infer``: see
     :data:`Infer`. Values are clamped to [0, 1] (integers: the dtype's full range,
     rounded). Tiles of a row whose context has the same shape are stacked,
-    ``batch`` at a time, into one call. ``progress`` is called after each call
+    ``batch`` at a time, into one call. An ``infer`` with an ``upscale_region(x, box)``
+    method (:meth:`runtime.session.SRModel.upscale_region`) is asked only for the
+    cores' bounding box within the context. ``progress`` is called after each call
     with the number of LR pixels finished.
 
     Raises ValueError for bad shapes and :class:`~runtime.errors.ModelRunError`
@@ -166,15 +168,26 @@ def upscale_rows(
                 x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
                 if divisor != 1.0:
                     x *= np.float32(1.0 / divisor)
-                y = np.asarray(infer(x), dtype=np.float32)
-                expected = (len(chunk), c, ch * scale, cw * scale)
+                # The cores' bounding box within the context: a model that can skip the rest (a split
+                # model's tail) computes only that; any other model computes all and the box is cut out.
+                by0 = min(t.core[0] - t.ctx[0] for t in chunk)
+                by1 = max(t.core[1] - t.ctx[0] for t in chunk)
+                bx0 = min(t.core[2] - t.ctx[2] for t in chunk)
+                bx1 = max(t.core[3] - t.ctx[2] for t in chunk)
+                region = getattr(infer, "upscale_region", None)
+                if region is not None:
+                    y = np.asarray(region(x, (by0, by1, bx0, bx1)), dtype=np.float32)
+                    expected = (len(chunk), c, (by1 - by0) * scale, (bx1 - bx0) * scale)
+                else:
+                    y = np.asarray(infer(x), dtype=np.float32)
+                    expected, by0, bx0 = (len(chunk), c, ch * scale, cw * scale), 0, 0
                 if y.shape != expected:
                     raise ModelRunError(f"the model returned shape {y.shape} for input {x.shape}; "
                                         f"expected {expected} (scale {scale})")
                 done = 0
                 for t, yt in zip(chunk, y, strict=True):
                     y0, y1, x0, x1 = t.core
-                    oy, ox = (y0 - t.ctx[0]) * scale, (x0 - t.ctx[2]) * scale
+                    oy, ox = (y0 - t.ctx[0] - by0) * scale, (x0 - t.ctx[2] - bx0) * scale
                     block = yt[:, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale].transpose(1, 2, 0)
                     band[:, x0 * scale:x1 * scale] = _to_output(block, dtype)
                     done += (y1 - y0) * (x1 - x0)

@@ -7,57 +7,76 @@ turns Ctrl-C / SIGTERM into :meth:`~FolderWatcher.stop`.
 
 Rules:
 
-- Candidates: files IN (subfolders with ``recursive``) whose suffix is an
-  image format (or that match ``glob``). Ignored: dotfiles and dot-folders,
-  temporary names (``.part``, ``.tmp``, ``.crdownload``, ``~``...), anything
-  under OUT (so OUT may live inside IN), and the journal.
+- Candidates: files IN (subfolders with ``recursive``; symlinked folders are
+  never followed) whose suffix is an image format (or that match ``glob``).
+  Ignored: dotfiles and dot-folders, temporary names (``.part``, ``.tmp``,
+  ``.crdownload``, ``~``...), anything under OUT (so OUT may live inside IN).
 - Existing files are queued at start unless ``new_only``; then every created,
   modified, closed or moved-in file (watchdog events; a folder moved in is
   scanned).
-- A file is touched only when it is complete: its size and mtime have not
-  changed for ``settle`` seconds *and* it decodes. A file that stays
-  undecodable for a second ``settle`` period is a bad file: it fails with
-  its reason and is retried only when it changes.
-- The journal (``OUT/.srgan-watch.jsonl``, one JSON line per outcome; the
-  last line for a source wins) records each source's size, mtime, sha256,
-  status and output. A file whose size and mtime match its entry, or whose
-  content hash does, is not redone; a changed file is redone and replaces
-  its own earlier output. A second watcher on the same OUT is refused.
+
+Each file goes through a small state machine (one file at a time)::
+
+    seen --(size+mtime unchanged for settle s)--> stable --(hash vs journal)-->
+        unchanged            same content as its last ok or permanent failure: nothing to do
+        | process: intent journaled (fsynced) -> process_one -> outcome journaled:
+            ok               output written (atomically, through O_NOFOLLOW folder fds)
+            failed           permanent (bad file, bomb, NaN output): remembered for this sha256,
+                             tried again only when the content changes
+            retry            transient (disk full, I/O or permission error, out of memory):
+                             queued again with backoff (1 s doubling to ``max_backoff``), also
+                             after a restart
+        | not yet decodable  (maybe still being copied): looked at again after ``settle``
+
+- The journal (:mod:`runtime.journal`, ``OUT/.srgan-watch.jsonl``) is append-only
+  and fsynced; the lock (``OUT/.srgan-watch.lock``) is taken before it is read or
+  compacted, so a second watcher on the same OUT is refused. If the journal cannot
+  be written (its disk is full), outcomes are kept in memory and written when it
+  can; the output of a file is only moved into place after its ``intent`` is on
+  disk, so a kill at any point leaves either no output or one the journal says is
+  ours, which a restart redoes (exactly one output per input, never a stale one:
+  when a changed input fails, the old version's output is removed).
+- At start, temporary files of dead runs in OUT are removed.
+- IN deleted: the watcher logs it and waits; when IN is created again it is
+  watched and scanned again (nothing is lost, nothing exits).
 - Outputs mirror IN's subfolders under OUT, named as ``cli.py upscale`` names
-  them (:func:`runtime.pipeline.plan_jobs`), and are written atomically by
-  :func:`runtime.pipeline.process_one`. Stopping finishes the current file.
+  them (:func:`runtime.pipeline.plan_jobs`). Stopping finishes the current file.
 """
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .errors import ImageReadError, UsageError
+from .errors import ImageReadError, ImageTooLargeError, UsageError
 from .files import file_sha256
 from .formats import INPUT_SUFFIXES
-from .imageio import atomic_write, read_image
-from .pipeline import FileResult, UpscaleOptions, plan_jobs, process_one
+from .imageio import (
+    TRANSIENT_ERRNOS,
+    OutputWriteError,
+    open_dir_nofollow,
+    read_image,
+    remove_stale_temps,
+)
+from .journal import JOURNAL_NAME, LOCK_NAME, Journal, JournalEntry
+from .pipeline import FileResult, UpscaleOptions, check_model, plan_jobs, process_one
 from .session import SRModel
 
-__all__ = ["FolderWatcher", "Journal", "JournalEntry", "JOURNAL_NAME", "TEMP_SUFFIXES", "is_temporary"]
+__all__ = ["JOURNAL_NAME", "LOCK_NAME", "TEMP_SUFFIXES", "FolderWatcher", "Journal", "JournalEntry", "is_temporary"]
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = ".srgan-watch.jsonl"
 #: Name endings of files still being written by browsers, copy tools and editors.
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart", ".swp", "~")
 
@@ -68,89 +87,6 @@ def is_temporary(name: str) -> bool:
     return low.startswith((".", "~")) or low.endswith(TEMP_SUFFIXES)
 
 
-# ---------------------------------------------------------------- journal
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """The outcome for one version of one source. ``src``/``dst``: POSIX paths relative to IN / OUT
-    (``dst`` empty when no output was planned); ``status`` as :class:`~runtime.pipeline.FileResult`."""
-
-    src: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    status: Literal["ok", "skipped", "failed"]
-    dst: str = ""
-    reason: str = ""
-    at: str = ""
-
-
-class Journal:
-    """Append-only JSON-lines journal in OUT; the last line per source wins; a torn last line is ignored.
-
-    Holds an exclusive lock on the file (POSIX) while open. Raises
-    :class:`~runtime.errors.UsageError` if another process holds it.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.entries: dict[str, JournalEntry] = {}
-        lines = 0
-        if self.path.exists():
-            for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-                lines += 1
-                try:
-                    e = JournalEntry(**json.loads(line))
-                except (ValueError, TypeError) as err:
-                    log.warning("%s line %d is unreadable (%s); ignored", self.path, n, err)
-                    continue
-                self.entries[e.src] = e
-        self._owners = {e.dst: e.src for e in self.entries.values() if e.status == "ok" and e.dst}
-        if lines > 2 * len(self.entries) + 100:  # compact: one line per source
-            with atomic_write(self.path) as fh:
-                fh.write("".join(self._line(e) for e in self.entries.values()).encode())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
-        try:
-            import fcntl
-
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # not POSIX: no lock
-            pass
-        except OSError:
-            self._fh.close()
-            raise UsageError(f"another watcher is using {self.path.parent} (its journal {self.path.name} is "
-                             "locked); stop it or choose another -o") from None
-
-    @staticmethod
-    def _line(e: JournalEntry) -> str:
-        return json.dumps(asdict(e), ensure_ascii=False) + "\n"
-
-    def get(self, src: str) -> JournalEntry | None:
-        return self.entries.get(src)
-
-    def owner_of(self, dst: str) -> str | None:
-        """The source whose last successful output is ``dst``, if any."""
-        return self._owners.get(dst)
-
-    def record(self, entry: JournalEntry) -> None:
-        """Append ``entry`` durably (flushed and fsynced) and make it the source's current entry."""
-        if not entry.at:
-            entry = replace(entry, at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        self._fh.write(self._line(entry))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        old = self.entries.get(entry.src)
-        if old is not None and self._owners.get(old.dst) == old.src:
-            del self._owners[old.dst]
-        if entry.status == "ok" and entry.dst:
-            self._owners[entry.dst] = entry.src
-        self.entries[entry.src] = entry
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 # ---------------------------------------------------------------- watcher
 
 @dataclass
@@ -158,6 +94,7 @@ class _Pending:
     sig: tuple[int, int]  # (size, mtime_ns) last seen
     since: float  # when sig was first seen
     not_before: float = 0.0
+    tries: int = 0  # transient failures so far (backoff doubles with each)
 
 
 class _Events(FileSystemEventHandler):
@@ -177,16 +114,19 @@ class FolderWatcher:
     watcher did not write itself). ``settle``: seconds a file must stay
     unchanged before it is read. ``poll``: seconds between stability checks.
     ``polling``: use a polling observer (network shares without inotify).
-    ``on_result``: called with each :class:`~runtime.pipeline.FileResult`.
+    ``max_backoff``: longest wait, in seconds, before a transient failure is
+    tried again. ``on_result``: called with each :class:`~runtime.pipeline.FileResult`.
 
     Raises :class:`~runtime.errors.UsageError` if ``in_dir`` is not a folder,
-    ``out_dir`` is a file or equals ``in_dir``, or another watcher holds OUT.
+    ``out_dir`` is a file or equals ``in_dir``, or another watcher holds OUT;
+    :class:`~runtime.errors.ModelLoadError` if the model's scale metadata is wrong
+    or it returns NaN (:func:`~runtime.pipeline.check_model`).
     """
 
     def __init__(self, in_dir: str | Path, out_dir: str | Path, model: SRModel,
-                 options: UpscaleOptions = UpscaleOptions(), *, recursive: bool = False, new_only: bool = False,
+                 options: UpscaleOptions | None = None, *, recursive: bool = False, new_only: bool = False,
                  glob: str | None = None, settle: float = 1.0, poll: float = 0.1, polling: bool = False,
-                 on_result: Callable[[FileResult], None] | None = None):
+                 max_backoff: float = 60.0, on_result: Callable[[FileResult], None] | None = None):
         self.in_dir, self.out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
         if not self.in_dir.is_dir():
             raise UsageError(f"watch folder {in_dir} does not exist or is not a folder")
@@ -194,15 +134,17 @@ class FolderWatcher:
             raise UsageError(f"output folder {out_dir} exists and is not a folder")
         if self.out_dir == self.in_dir:
             raise UsageError("the output folder must differ from the watched folder (a subfolder is fine)")
-        if settle < 0 or poll <= 0:
-            raise UsageError(f"settle must be >= 0 and poll > 0, got {settle}, {poll}")
-        self.model, self.options = model, options
+        if settle < 0 or poll <= 0 or max_backoff <= 0:
+            raise UsageError(f"settle must be >= 0, poll and max_backoff > 0, got {settle}, {poll}, {max_backoff}")
+        check_model(model)
+        self.model, self.options = model, options if options is not None else UpscaleOptions()
         self.recursive, self.new_only, self.glob = recursive, new_only, glob
-        self.settle, self.poll, self.polling = settle, poll, polling
+        self.settle, self.poll, self.polling, self.max_backoff = settle, poll, polling, max_backoff
         self.on_result = on_result
-        self.counts = {"ok": 0, "skipped": 0, "failed": 0, "unchanged": 0}
+        self.counts = {"ok": 0, "skipped": 0, "failed": 0, "unchanged": 0, "retry": 0}
         self._pending: dict[Path, _Pending] = {}
         self._undecodable: dict[Path, tuple[int, int]] = {}
+        self._tries: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -210,6 +152,7 @@ class FolderWatcher:
         self._busy = False
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._in_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the IN being watched
 
     # -- control
 
@@ -269,14 +212,14 @@ class FolderWatcher:
         """Queue ``path`` (a folder: its images) if it is a candidate; safe from any thread."""
         path = Path(os.path.abspath(path))
         if is_dir:
-            if self.recursive and path != self.in_dir and self._wanted_dir(path):
+            if self.recursive and path != self.in_dir and self._wanted_dir(path) and not path.is_symlink():
                 self._scan(path)
             return
         if not self._wanted(path):
             return
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except OSError:
             return
         now = time.monotonic()
         with self._lock:
@@ -285,7 +228,7 @@ class FolderWatcher:
             if p is None:
                 self._pending[path] = _Pending(sig, now)
             elif p.sig != sig:
-                p.sig, p.since = sig, now
+                p.sig, p.since, p.not_before = sig, now, 0.0  # changed: a retry waits for nothing but settling
         self._wake.set()
 
     def _wanted_dir(self, path: Path) -> bool:
@@ -296,7 +239,7 @@ class FolderWatcher:
         return not (path.is_relative_to(self.out_dir) or any(part.startswith(".") for part in rel.parts))
 
     def _scan(self, folder: Path) -> None:
-        for root, dirs, files in os.walk(folder):
+        for root, dirs, files in os.walk(folder):  # never follows symlinked folders
             here = Path(root)
             dirs[:] = sorted(d for d in dirs if self.recursive and self._wanted_dir(here / d))
             for name in sorted(files):
@@ -306,17 +249,22 @@ class FolderWatcher:
 
     def run(self) -> None:
         """Watch until :meth:`stop`; blocking. The file in progress is finished before returning."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        journal = Journal(self.out_dir / JOURNAL_NAME)
-        observer = PollingObserver(timeout=max(self.poll, 0.5)) if self.polling else Observer()
+        journal = Journal(self.out_dir / JOURNAL_NAME)  # the lock first: a second watcher stops here
+        remove_stale_temps(self.out_dir)
+        self._requeue_unfinished(journal)
+        observer: BaseObserver | None = None
         try:
-            observer.schedule(_Events(self), str(self.in_dir), recursive=self.recursive)
-            observer.start()  # before the scan: nothing created meanwhile is missed
+            observer = self._watch_in()
             log.info("watching %s -> %s%s", self.in_dir, self.out_dir, " (recursive)" if self.recursive else "")
             if not self.new_only:
                 self._scan(self.in_dir)
             self._started.set()
+            next_check = 0.0
             while not self._stop.is_set():
+                if time.monotonic() >= next_check:
+                    observer = self._check_in(observer)
+                    journal.flush()
+                    next_check = time.monotonic() + 1.0
                 path = self._next_ready()
                 if path is None:
                     self._wake.wait(self.poll)
@@ -324,16 +272,62 @@ class FolderWatcher:
                     continue
                 try:
                     self._handle(path, journal)
+                except Exception as e:
+                    log.error("%s: unexpected %s: %s; will try again (run with -v for the traceback)",
+                              path, type(e).__name__, e)
+                    log.debug("traceback", exc_info=True)
+                    self._retry_later(path)
                 finally:
                     with self._lock:
                         self._busy = False
         finally:
-            if observer.is_alive():
+            if observer is not None and observer.is_alive():
                 observer.stop()
                 observer.join()
             journal.close()
             self._started.set()
             log.info("stopped watching %s: %s", self.in_dir, self.counts)
+
+    def _watch_in(self) -> BaseObserver | None:
+        """Start an observer on IN (None if IN is gone); remembers which folder it is."""
+        try:
+            st = self.in_dir.stat()
+        except OSError:
+            self._in_id = None
+            return None
+        observer = PollingObserver(timeout=max(self.poll, 0.5)) if self.polling else Observer()
+        observer.schedule(_Events(self), str(self.in_dir), recursive=self.recursive)
+        observer.start()  # before the scan: nothing created meanwhile is missed
+        self._in_id = (st.st_dev, st.st_ino)
+        return observer
+
+    def _check_in(self, observer: BaseObserver | None) -> BaseObserver | None:
+        """IN deleted: stop watching it and wait; IN (re)created: watch and scan it again."""
+        try:
+            st = self.in_dir.stat()
+            now_id: tuple[int, int] | None = (st.st_dev, st.st_ino) if self.in_dir.is_dir() else None
+        except OSError:
+            now_id = None
+        if now_id == self._in_id and (observer is None) == (now_id is None):
+            return observer
+        if observer is not None and observer.is_alive():
+            observer.stop()
+            observer.join()
+        if now_id is None:
+            if self._in_id is not None:
+                log.warning("%s is gone; waiting for it to be created again", self.in_dir)
+            self._in_id = None
+            return None
+        log.warning("%s is back; watching and scanning it again", self.in_dir)
+        observer = self._watch_in()
+        self._scan(self.in_dir)
+        return observer
+
+    def _requeue_unfinished(self, journal: Journal) -> None:
+        """After a restart: sources whose last record is an intent (killed mid-write) or a retry."""
+        for rel, e in journal.entries.items():
+            if e.status in ("intent", "retry"):
+                self.notice(self.in_dir / rel)
 
     def _next_ready(self) -> Path | None:
         """Pop the oldest queued file unchanged for ``settle`` seconds (marking the watcher busy)."""
@@ -342,12 +336,12 @@ class FolderWatcher:
             for path, p in sorted(self._pending.items(), key=lambda kv: kv[1].since):
                 try:
                     st = path.stat()
-                except FileNotFoundError:
+                except OSError:
                     del self._pending[path]  # gone (renamed away, deleted)
                     continue
                 sig = (st.st_size, st.st_mtime_ns)
                 if sig != p.sig:
-                    p.sig, p.since = sig, now
+                    p.sig, p.since, p.not_before = sig, now, 0.0
                 elif now - p.since >= self.settle and now >= p.not_before:
                     del self._pending[path]
                     self._busy = True
@@ -359,48 +353,87 @@ class FolderWatcher:
         with self._lock:
             self._pending.setdefault(path, _Pending(sig, now, now + delay))
 
+    def _retry_later(self, path: Path) -> float:
+        """Queue ``path`` again after a backoff that doubles with each transient failure; returns it."""
+        n = self._tries.get(path, 0) + 1
+        self._tries[path] = n
+        delay = min(self.max_backoff, 2.0 ** (n - 1))
+        try:
+            st = path.stat()
+        except OSError:
+            return delay
+        self._requeue(path, (st.st_size, st.st_mtime_ns), delay)
+        return delay
+
     def _handle(self, path: Path, journal: Journal) -> None:
         rel = path.relative_to(self.in_dir).as_posix()
         try:
             st = path.stat()
             sig = (st.st_size, st.st_mtime_ns)
             entry = journal.get(rel)
-            if entry is not None and (entry.size, entry.mtime_ns) == sig:
+            settled = entry is not None and entry.status in ("ok", "failed", "skipped")
+            if settled and entry is not None and (entry.size, entry.mtime_ns) == sig:
                 self.counts["unchanged"] += 1
                 return
             digest = file_sha256(path)
-            if entry is not None and entry.sha256 == digest:  # touched or copied again, same content
+            if settled and entry is not None and entry.sha256 == digest:  # touched or copied again, same content
                 journal.record(replace(entry, size=sig[0], mtime_ns=sig[1], at=""))
                 self.counts["unchanged"] += 1
                 return
             try:  # decoded twice (here and in process_one): cheap next to the model, and keeps both simple
                 read_image(path, max_pixels=self.options.max_pixels)
+            except ImageTooLargeError:
+                pass  # final: process_one reports it
             except ImageReadError as e:
                 if self._undecodable.get(path) != sig:  # maybe still being written: look again later
                     self._undecodable[path] = sig
                     log.debug("%s does not decode yet (%s); checking again in %.1f s", path, e.reason, self.settle)
                     self._requeue(path, sig, self.settle)
                     return
+            except MemoryError:
+                pass  # process_one reports it (as transient)
             st = path.stat()
             if (st.st_size, st.st_mtime_ns) != sig:  # changed while hashing: wait for it to settle again
                 self._requeue(path, (st.st_size, st.st_mtime_ns), 0.0)
                 return
         except FileNotFoundError:
             return
+        except OSError as e:  # cannot read the input now (permission, I/O): try again later
+            result = FileResult(path, self.out_dir / rel, "failed", f"{path}: {e.strerror or e}",
+                                transient=e.errno in TRANSIENT_ERRNOS)
+            if result.transient:
+                self._report(result, self._retry_later(path))
+                return
+            raise
         self._undecodable.pop(path, None)
-        result = self._process(path, rel, entry, journal)
+        result = self._process(path, rel, sig, digest, entry, journal)
+        if result.status == "failed" and result.transient:
+            journal.record(JournalEntry(rel, sig[0], sig[1], digest, "retry", _rel_or_empty(result.dst, self.out_dir),
+                                        result.reason))
+            self._report(result, self._retry_later(path))
+            return
+        self._tries.pop(path, None)
         journal.record(JournalEntry(rel, sig[0], sig[1], digest, result.status,
                                     _rel_or_empty(result.dst, self.out_dir), result.reason))
-        self.counts[result.status] += 1
-        if result.status == "failed":
-            log.warning("failed: %s", result.reason)
+        self._report(result)
+
+    def _report(self, result: FileResult, retry_in: float | None = None) -> None:
+        if retry_in is not None:
+            self.counts["retry"] += 1
+            log.warning("failed for now, retrying in %.0f s: %s", retry_in, result.reason)
         else:
-            log.info("%s %s -> %s (%.2f s)", result.status, path, result.dst, result.seconds)
+            self.counts[result.status] += 1
+            if result.status == "failed":
+                log.warning("failed: %s", result.reason)
+            else:
+                log.info("%s %s -> %s (%.2f s)", result.status, result.src, result.dst, result.seconds)
         if self.on_result is not None:
             self.on_result(result)
 
-    def _process(self, path: Path, rel: str, entry: JournalEntry | None, journal: Journal) -> FileResult:
-        """Plan the output as ``cli.py upscale`` would (subfolders mirrored) and run ``process_one``."""
+    def _process(self, path: Path, rel: str, sig: tuple[int, int], digest: str, entry: JournalEntry | None,
+                 journal: Journal) -> FileResult:
+        """Plan the output as ``cli.py upscale`` would (subfolders mirrored), journal the intent, run
+        ``process_one``; if a changed input fails for good, its old output is removed (never stale)."""
         try:
             job = plan_jobs([path], self.out_dir / Path(rel).parent, fmt=self.options.format)[0]
         except UsageError as e:  # vanished, or its output folder is a file
@@ -413,13 +446,37 @@ class FolderWatcher:
             log.warning("%s: %s is the output of %s; writing %s", path, job.dst.name, owner, dst.name)
         if job.error:
             return FileResult(path, dst, "failed", job.error)
-        ours = entry is not None and entry.status == "ok" and entry.dst == _rel_or_empty(dst, self.out_dir)
-        options = replace(self.options, overwrite=True) if ours else self.options
+        dst_rel = _rel_or_empty(dst, self.out_dir)
+        old = entry.dst if entry is not None and entry.status in ("ok", "intent") and entry.dst else ""
+        ours = journal.owner_of(dst_rel) == rel
         try:
-            return process_one(path, dst, self.model, options)
-        except Exception as e:  # a bug must not stop the watcher; logged in full, journaled as failed
-            log.exception("unexpected error on %s", path)
-            return FileResult(path, dst, "failed", f"internal error {type(e).__name__}: {e}")
+            journal.record(JournalEntry(rel, sig[0], sig[1], digest, "intent", dst_rel), durable=True)
+        except OSError as e:
+            return FileResult(path, dst, "failed", f"{journal.path}: cannot record the intent to write {dst} "
+                                                   f"({e.strerror or e})", transient=True)
+        options = replace(self.options, overwrite=True) if ours else self.options
+        result = process_one(path, dst, self.model, options, root=self.out_dir)
+        if result.status == "failed" and not result.transient and old:
+            self._remove_output(old, f"{path} changed and its new version failed")
+        return result
+
+    def _remove_output(self, dst_rel: str, why: str) -> None:
+        """Remove our output ``dst_rel`` (relative to OUT) through an O_NOFOLLOW folder fd."""
+        parent, name = os.path.split(dst_rel)
+        try:
+            fd = open_dir_nofollow(self.out_dir, parent)
+        except OutputWriteError as e:
+            log.warning("cannot remove the stale output %s: %s", dst_rel, e)
+            return
+        try:
+            os.unlink(name, dir_fd=fd)
+            log.warning("removed %s: %s", dst_rel, why)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the stale output %s: %s", dst_rel, e.strerror)
+        finally:
+            os.close(fd)
 
 
 def _rel_or_empty(path: Path, root: Path) -> str:

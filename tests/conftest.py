@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real ONNX models, loaded sessions, sample images, ../shared data."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,28 @@ from tiny_models import build_tiny_sr
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+#: A sitecustomize.py that makes torch, torchvision and lpips unimportable: the base install, simulated.
+BLOCK_TORCH = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "lpips"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+@pytest.fixture
+def torchless_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a subprocess in which torch cannot be imported (no PYTHONPATH of the parent)."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(shim)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,21 +9,30 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT, photo
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+from tiny_models import build_tiny_sr
 from typer.testing import CliRunner
 
 from srgan import cli
-from conftest import ROOT, photo
 from srgan.runtime import metrics
-from srgan.runtime.bench import (achieved, bench_latency, bench_quality, count_macs, load_dataset, matmul_gflops,
-                           read_quality_rows, write_latency, write_quality)
+from srgan.runtime.bench import (
+    achieved,
+    bench_latency,
+    bench_quality,
+    count_macs,
+    load_dataset,
+    matmul_gflops,
+    read_quality_rows,
+    write_latency,
+    write_quality,
+)
 from srgan.runtime.grids import LPIPS_UNAVAILABLE, bicubic_baseline
 from srgan.runtime.imageio import write_image
 from srgan.runtime.peers import _rgb_only
 from srgan.runtime.pipeline import upscale_image
 from srgan.runtime.resize import imresize
-from tiny_models import build_tiny_sr
 
 runner = CliRunner()
 
@@ -73,8 +81,11 @@ def test_matmul_peak_is_measured() -> None:
 
 def test_latency_end_to_end(tiny_path: Path, tmp_path: Path) -> None:
     report = bench_latency(tiny_path, tiles=(0, 8), threads=(1,), providers=["CPUExecutionProvider"],
-                           lr_size=(24, 32), runs=2, matmul_n=256)
-    assert [(r.tile, r.tiles) for r in report.rows] == [(8, 12), (0, 1)]  # smallest first, whole image last
+                           lr_size=(24, 32), runs=2, matmul_n=256,
+                           engines=[("onnxruntime", "fp32"), ("openvino", "fp32")])
+    # per engine: smallest tile first, whole image last
+    assert [(r.provider, r.tile, r.tiles) for r in report.rows] == [
+        ("onnxruntime fp32", 8, 12), ("onnxruntime fp32", 0, 1), ("openvino fp32", 8, 12), ("openvino fp32", 0, 1)]
     assert report.macs.per_lr_pixel == pytest.approx(TINY_MACS)
     for r in report.rows:
         assert r.ms_per_tile * r.tiles == pytest.approx(r.ms_per_image)
@@ -85,9 +96,9 @@ def test_latency_end_to_end(tiny_path: Path, tmp_path: Path) -> None:
     written = write_latency(report, tmp_path / "out")
     assert sorted(p.name for p in written) == ["latency.csv", "latency.md", "latency.png"]
     rows = list(csv.DictReader(open(tmp_path / "out" / "latency.csv")))
-    assert [r["tile"] for r in rows] == ["8", "0"] and float(rows[0]["macs_per_lr_pixel"]) == TINY_MACS
+    assert [r["tile"] for r in rows] == ["8", "0", "8", "0"] and float(rows[0]["macs_per_lr_pixel"]) == TINY_MACS
     md = (tmp_path / "out" / "latency.md").read_text()
-    assert "| CPU | 1 | 8 | 12 |" in md and "| CPU | 1 | whole | 1 |" in md and "- cpu:" in md
+    assert "| onnxruntime fp32 | 1 | 8 | 12 |" in md and "| openvino fp32 | 1 | whole | 1 |" in md and "- cpu:" in md
     with Image.open(tmp_path / "out" / "latency.png") as im:
         assert im.format == "PNG" and im.width > 300
 
@@ -188,30 +199,27 @@ def test_cli_bench_quality_with_a_peer_folder(model_dir: Path, dataset: Path, tm
     assert by[("esrgan-slim", "a.png")] == pytest.approx(by[("tiny_x4", "a.png")], abs=0.01)  # same net, same result
 
     r = runner.invoke(cli.app, [*base, "--peer", "nope"])
-    assert r.exit_code == 2 and "unknown peer nope" in r.output
+    assert r.exit_code == 2 and "'nope' is not one of" in r.output
     r = runner.invoke(cli.app, [*base, "--peer", "esrgan-thick"])
     assert r.exit_code == 2 and "upscalerjs-esrgan-thick-x4.onnx not found" in r.output
 
 
 def test_cli_bench_latency(tiny_path: Path, tmp_path: Path) -> None:
-    r = runner.invoke(cli.app, ["bench", "latency", "-m", str(tiny_path), "--tile-size", "16", "--tile-size", "0",
+    r = runner.invoke(cli.app, ["bench", "latency", "-m", str(tiny_path), "--tile", "16", "--tile", "0",
                                 "--threads", "1", "--size", "32", "--runs", "1", "--device", "cpu",
                                 "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert "| CPU | 1 | 16 | 4 |" in r.stdout and (tmp_path / "latency.png").is_file()
+    assert "| onnxruntime fp32 | 1 | 16 | 4 |" in r.stdout and (tmp_path / "latency.png").is_file()
+    assert "deprecated" not in r.output
 
 
-def test_bench_runs_without_torch(tiny_path: Path, dataset: Path, tmp_path: Path) -> None:
+def test_bench_runs_without_torch(tiny_path: Path, dataset: Path, tmp_path: Path,
+                                  torchless_env: dict[str, str]) -> None:
     """The base install has no torch: both bench commands must not need it."""
-    from test_cli import BLOCK_TORCH
-
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(BLOCK_TORCH)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    env = torchless_env
     cli_py = str(ROOT / "cli.py")
     for args in (["bench", "quality", str(dataset), "-m", str(tiny_path), "-o", str(tmp_path / "q")],
-                 ["bench", "latency", "-m", str(tiny_path), "--size", "16", "--tile-size", "8", "--threads", "1",
+                 ["bench", "latency", "-m", str(tiny_path), "--size", "16", "--tile", "8", "--threads", "1",
                   "--runs", "1", "-o", str(tmp_path / "l")]):
         r = subprocess.run([sys.executable, cli_py, *args, "--device", "cpu"], env=env, capture_output=True,
                            text=True, cwd=tmp_path)

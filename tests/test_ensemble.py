@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import ROOT, photo
 from typer.testing import CliRunner
 
 from srgan import cli
-from conftest import ROOT, photo
 from srgan.runtime.ensemble import TRANSFORMS, SelfEnsemble, _forward
 from srgan.runtime.imageio import read_image, write_image
 from srgan.runtime.metrics import psnr

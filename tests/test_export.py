@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from conftest import photo  # noqa: E402
+
 from srgan.export.errors import ExportError, ParityError, ReceptiveFieldError, VariantError  # noqa: E402
 from srgan.export.model_card import quality_from_csv, record_quality  # noqa: E402
 from srgan.export.onnx_export import export_generator, read_metadata  # noqa: E402
@@ -163,8 +164,9 @@ def test_broken_graph_fails_parity(exported, tmp_path):
 
 
 def test_export_writes_nothing_when_parity_fails(tmp_path, monkeypatch):
-    import srgan.export.onnx_export as ox
     from onnx import numpy_helper
+
+    import srgan.export.onnx_export as ox
 
     real = ox.ort_optimize
 
@@ -244,6 +246,7 @@ def test_quality_from_eval_csv_and_record(exported, tmp_path):
 def _bench_folder(root: Path, n: int = 2) -> Path:
     """A benchmark-layout folder (HR/ + LR_bicubic_x4/) of synthetic photos."""
     from PIL import Image
+
     from srgan.runtime.resize import imresize
 
     for sub in ("HR", "LR_bicubic_x4"):

@@ -124,8 +124,9 @@ def test_missing_file_is_reported_with_the_fix(tmp_path):
 
 
 def test_missing_weights_name_file_and_folder(tmp_path, monkeypatch):
-    import torchvision.models._api as tv_api
     from urllib.error import URLError
+
+    import torchvision.models._api as tv_api
 
     from srgan.export.lpips_onnx import export_lpips
     from srgan.trainer.pretrained import PretrainedWeightsError

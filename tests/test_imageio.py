@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import photo
 from PIL import ExifTags, Image, ImageCms, ImageOps
 
-from conftest import photo
 from srgan.runtime import imageio
 from srgan.runtime.errors import ImageReadError, ImageTooLargeError, UnsupportedOutputError
 from srgan.runtime.imageio import allocate_pixels, read_image, resize_lanczos, write_image

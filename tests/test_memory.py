@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from srgan.runtime.imageio import probe_size
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

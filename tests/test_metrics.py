@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo
 from skimage.metrics import structural_similarity
 
-from conftest import photo
 from srgan.runtime.imageio import read_image
 from srgan.runtime.metrics import color_shift, lattice_ratio, psnr, ssim, to_y
 from srgan.runtime.resize import imresize

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo
 from PIL import Image, ImageCms
 
-from conftest import photo
 from srgan.runtime.errors import ModelNotFoundError, ModelRunError, UsageError
 from srgan.runtime.imageio import read_image, write_image
-from srgan.runtime.pipeline import UpscaleOptions, plan_jobs, process_one, upscale_batch, upscale_image
+from srgan.runtime.pipeline import OUTPUTS_NAME, UpscaleOptions, plan_jobs, process_one, upscale_batch, upscale_image
 from srgan.runtime.resize import imresize
 
 
@@ -113,7 +113,8 @@ def test_max_pixels(tiny, tmp_path: Path) -> None:
 
 
 def tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Files under ``root`` but the batch's own record of which input each output came from."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != OUTPUTS_NAME)
 
 
 def test_plan_mirrors_dedupes_and_stays_inside(tmp_path: Path) -> None:
@@ -122,8 +123,8 @@ def test_plan_mirrors_dedupes_and_stays_inside(tmp_path: Path) -> None:
         (inp / rel).parent.mkdir(parents=True, exist_ok=True)
         (inp / rel).write_bytes(b"x")
     out = tmp_path / "out"
-    flat = plan_jobs([inp], out, fmt="png")
-    assert [str(j.dst.relative_to(out)) for j in flat] == ["a.png", "a_2.png"]
+    flat = plan_jobs([inp], out, fmt="png")  # a.png keeps its name whatever else is there; a.jpg gets _2
+    assert [(j.src.name, str(j.dst.relative_to(out))) for j in flat] == [("a.jpg", "a_2.png"), ("a.png", "a.png")]
     deep = plan_jobs([inp], out, recursive=True)
     assert [str(j.dst.relative_to(out)) for j in deep] == ["a.jpg", "a.png", "sub/b.png", "sub/deep/c.bmp"]
     assert [str(j.dst.relative_to(out)) for j in plan_jobs([inp], out, recursive=True, glob="b.*")] == ["sub/b.png"]

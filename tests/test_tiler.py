@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import photo
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import RADIUS
 
-from conftest import photo
 from srgan.runtime.errors import ModelRunError
 from srgan.runtime.tiler import auto_batch, fit_tile, plan_tiles, upscale_rows, upscale_tiled
-from tiny_models import RADIUS
 
 
 def box_net(radius: int, scale: int):

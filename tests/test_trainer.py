@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,12 @@ from PIL import Image
 
 from srgan.runtime.resize import imresize
 from srgan.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from srgan.trainer.config import ConfigError, apply_overrides, preset
-from srgan.trainer.data import DataError, PatchBatches, discover, load_pairs
+from srgan.trainer.config import ConfigError, apply_overrides, load_config, preset
+from srgan.trainer.data import DataError, PatchBatches, data_fingerprint, discover, load_pairs
 from srgan.trainer.losses import ContentLoss, pixel_loss
 from srgan.trainer.models import SRCNN, Discriminator, MatlabBicubicUp, SRResNet, build_generator
 from srgan.trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
-from srgan.trainer.train import GENERATOR_NAME, train
+from srgan.trainer.train import GENERATOR_NAME, RunError, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (SHARED / "T91").is_dir(), reason="../shared/data (T91, Set5) not present")
@@ -118,7 +120,8 @@ def _direct_imresize_pixel(row: np.ndarray, x: int, scale: float) -> float:
     stretch = min(scale, 1.0)  # the kernel is widened only when shrinking (antialiasing)
     for j in range(-64, n + 64):
         t = abs(stretch * (u - j))
-        w = stretch * ((1.5 * t**3 - 2.5 * t**2 + 1) if t <= 1 else (-0.5 * t**3 + 2.5 * t**2 - 4 * t + 2) if t <= 2 else 0)
+        w = stretch * ((1.5 * t**3 - 2.5 * t**2 + 1) if t <= 1
+                       else (-0.5 * t**3 + 2.5 * t**2 - 4 * t + 2) if t <= 2 else 0)
         k = j
         while not 1 <= k <= n:  # symmetric padding
             k = 1 - k if k < 1 else 2 * n + 1 - k
@@ -156,7 +159,7 @@ def test_discover_layouts(tmp_path):
     Image.new("RGB", (10, 10)).save(div / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png")
     Image.new("RGB", (40, 40)).save(div / "DIV2K_train_HR" / "0002.png")
     found = discover(div, 4)
-    assert [(h.name, l.name if l else None) for h, l in found] == [("0001.png", "0001x4.png"), ("0002.png", None)]
+    assert [(h.name, lr.name if lr else None) for h, lr in found] == [("0001.png", "0001x4.png"), ("0002.png", None)]
     with pytest.raises(DataError, match="does not exist"):
         discover(tmp_path / "nope", 4)
     (tmp_path / "empty").mkdir()
@@ -217,6 +220,58 @@ def test_config_strict_overrides():
     assert cfg.lr_milestones == (10, 20) and cfg.bn is False
     assert preset("report").d_every == 6 and preset("report").adv == 1e-6 and preset("report").warmup_pixel == 0.07
     assert preset("paper").content_feature_scale == 12.75
+
+
+def test_saved_config_of_an_older_run_still_loads(tmp_path):
+    """A run saved before ``eval_every`` was retired resumes: the key is dropped; unknown keys still fail."""
+    saved = dataclasses.asdict(preset("psnr")) | {"eval_every": 1000, "_resolved": {"steps": 5}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert load_config(tmp_path / "config.json") == preset("psnr")
+    (tmp_path / "config.json").write_text(json.dumps(saved | {"evl_every": 3}))
+    with pytest.raises(ConfigError, match="evl_every"):
+        load_config(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text('{"preset": "psnr", ')  # torn by hand: a typed error, not a traceback
+    with pytest.raises(ConfigError, match="cannot read the config .*config.json"):
+        load_config(tmp_path / "config.json")
+
+
+def test_errors_share_one_base_class():
+    from srgan.export.errors import ExportError
+    from srgan.runtime.errors import DeviceError, SRGANError
+    from srgan.trainer import train as train_module
+
+    for cls in (ConfigError, CheckpointError, DataError, PretrainedWeightsError, ExportError, RunError):
+        assert issubclass(cls, SRGANError), cls
+    with pytest.raises(DeviceError, match="unknown device"):  # the runtime's: one DeviceError for both
+        train_module.resolve_device("tpu")
+
+
+def test_data_fingerprint_sees_added_renamed_and_resized_files(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 40), (i, 0, 0)).save(folder / f"{i}.png")
+    first = data_fingerprint([folder], 4)
+    assert first["images"] == 2 and data_fingerprint([folder], 4) == first
+    (folder / "1.png").rename(folder / "2.png")
+    renamed = data_fingerprint([folder], 4)
+    assert renamed["images"] == 2 and renamed != first
+    Image.new("RGB", (48, 40)).save(folder / "2.png")
+    assert data_fingerprint([folder], 4) not in (first, renamed)
+    Image.new("RGB", (40, 40)).save(folder / "3.png")
+    assert data_fingerprint([folder], 4)["images"] == 3
+
+
+def test_train_refuses_a_folder_that_holds_a_run(tiny_data, tmp_path):
+    """The library call refuses before any work (no data is read, nothing is written)."""
+    (tmp_path / "losses.csv").write_text("step\n1\n")
+    with pytest.raises(RunError, match="already holds a run .*--resume.*--overwrite"):
+        train(tiny("psnr", steps=1), [tiny_data], tmp_path)
+    with pytest.raises(RunError, match="checkpoint.pt does not exist"):
+        train(tiny("psnr", steps=1), [tiny_data], tmp_path, resume=True)
+    with pytest.raises(RunError, match="choose one"):
+        train(tiny("psnr", steps=1), [tiny_data], tmp_path, resume=True, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.csv"]
 
 
 # ---- training loop ----------------------------------------------------------------------------
@@ -328,7 +383,7 @@ def test_checkpoint_is_self_describing_and_atomic(tiny_data, tmp_path):
         def __reduce__(self):
             raise Boom()
 
-    with pytest.raises(Exception):
+    with pytest.raises(Boom):
         save_checkpoint({"format_version": 1, "arch": "x", "bad": Exploding()}, tmp_path / "checkpoint.pt")
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -360,8 +415,8 @@ def test_vgg19_from_torchvision_cache(tmp_path, monkeypatch):
 
 
 def test_vgg16_file_maps_relu5_4_to_relu5_3(tmp_path):
-    from safetensors.torch import save_file
     import torchvision
+    from safetensors.torch import save_file
     feats = torchvision.models.vgg16(weights=None).features.state_dict()
     path = tmp_path / "vgg16.safetensors"
     save_file({f"features.{k}": v.contiguous() for k, v in feats.items()}, str(path))
@@ -375,19 +430,21 @@ def test_vgg16_file_maps_relu5_4_to_relu5_3(tmp_path):
 def test_multi_layer_content_loss_sums_weighted_pre_activation_taps(tmp_path):
     """Real-ESRGAN-style taps: each term is the distance at that layer (pre-activation values,
     not clobbered by the in-place ReLU that follows in torchvision's VGG), times its weight."""
-    from safetensors.torch import save_file
     import torchvision
+    from safetensors.torch import save_file
     torch.manual_seed(0)
     vgg = torchvision.models.vgg16(weights=None).features
     path = tmp_path / "vgg16.safetensors"
     save_file({f"features.{k}": v.contiguous() for k, v in vgg.state_dict().items()}, str(path))
-    assert vgg_layer_index("vgg16", "conv3_4") == (14, "conv3_3") and vgg_layer_index("vgg16", "relu4_4")[1] == "relu4_3"
+    assert vgg_layer_index("vgg16", "conv3_4") == (14, "conv3_3")
+    assert vgg_layer_index("vgg16", "relu4_4")[1] == "relu4_3"
     net, info = load_vgg_features("conv1_2:0.1, conv2_2:0.5,conv5_4", path)
     assert info["layer"] == "conv1_2:0.1,conv2_2:0.5,conv5_3:1" and info["taps"] == [[2, 0.1], [7, 0.5], [28, 1.0]]
     assert len(net) == 29
     loss = ContentLoss(net, "l1", taps=info["taps"])
     sr, hr = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     ref = vgg.eval()
     for m in ref:
         if isinstance(m, torch.nn.ReLU):
@@ -474,4 +531,5 @@ def test_report_preset_counts_epochs(tiny_data, tmp_path):
                    on_log=seen.append)
     # 3 images, batch 2 -> 1 epoch = 2 steps: 2 warm-up epochs + 16 adversarial = 36 steps
     assert (result.epoch_steps, result.warmup_steps, result.steps, result.step) == (2, 4, 36, 36)
-    assert [r["phase"] for r in seen].count(1) == 4 and sum("d_loss" in r for r in seen) == 5  # 0-based steps 6, 12, ..., 30
+    # 0-based steps 6, 12, ..., 30
+    assert [r["phase"] for r in seen].count(1) == 4 and sum("d_loss" in r for r in seen) == 5

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, photo
 from PIL import Image
 
-from conftest import ROOT, photo
 from srgan.runtime.errors import UsageError
-from srgan.runtime.imageio import read_image, write_image
+from srgan.runtime.imageio import TEMP_PREFIX, read_image, write_image
 from srgan.runtime.pipeline import FileResult, UpscaleOptions, upscale_image
-from srgan.runtime.watch import JOURNAL_NAME, FolderWatcher, Journal, JournalEntry, is_temporary
+from srgan.runtime.watch import JOURNAL_NAME, LOCK_NAME, FolderWatcher, Journal, JournalEntry, is_temporary
 
 SETTLE = 0.4
 
@@ -86,7 +86,9 @@ def watching(in_dir: Path, out_dir: Path, model, **kwargs) -> Iterator[Run]:
 
 
 def journal_lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
+    """The journal's outcome records (``intent`` records, written before each output, left out)."""
+    lines = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines() if line.strip()]
+    return [d for d in lines if d.get("k") != "intent"]
 
 
 def assert_upscaled(src_img: np.ndarray, dst: Path, model) -> None:
@@ -121,7 +123,7 @@ def test_existing_files_then_a_burst_of_50(tiny, dirs) -> None:
     for name, img in images.items():
         assert_upscaled(img, out / name, tiny)
     assert Counter(e["src"] for e in journal_lines(out)) == Counter(set(images))
-    assert sorted(p.name for p in out.iterdir()) == sorted([*images, JOURNAL_NAME])  # no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == sorted([*images, JOURNAL_NAME, LOCK_NAME])  # no temp files left
 
 
 def test_file_written_in_chunks_over_two_seconds_is_processed_once_complete(tiny, dirs) -> None:
@@ -298,7 +300,7 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tiny_path: Path, dirs) ->
     try:
         wait_for(lambda: (out / "small.png").is_file(), 60, "small.png")
         write_image(in_dir / "big.png", big)
-        wait_for(lambda: any(p.name.startswith(".big.png.") for p in out.iterdir()), 60, "big.png being written")
+        wait_for(lambda: any(p.name.startswith(TEMP_PREFIX) for p in out.iterdir()), 60, "big.png being written")
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -306,5 +308,5 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tiny_path: Path, dirs) ->
     assert proc.returncode == 0, stderr
     assert "SIGTERM" in stderr and "stopped: 2 ok" in stderr
     assert read_image(out / "big.png").pixels.shape == (2400, 2000, 3)  # finished, complete
-    assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, "big.png", "small.png"]
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, LOCK_NAME, "big.png", "small.png"]
     assert {e["src"]: e["status"] for e in journal_lines(out)} == {"small.png": "ok", "big.png": "ok"}

@@ -8,14 +8,14 @@ same layout with the training-only entries absent.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from srgan.runtime.errors import SRGANError
 from srgan.runtime.files import file_sha256
+from srgan.runtime.imageio import atomic_write
 
 from .models import build_generator
 
@@ -25,27 +25,19 @@ __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpo
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SRGANError):
     """Raised if a checkpoint file is missing, unreadable, or not one of ours."""
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename).
-
-    A crash at any point leaves either the old file or the new one, never a torn file.
+    """Write ``state`` to ``path`` atomically (:func:`srgan.runtime.imageio.atomic_write`: temp file in
+    the same folder, fsync, rename). A crash at any point leaves either the old file or the new one,
+    never a torn file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -111,7 +103,10 @@ def average_generators(paths: list[Path], out: Path, use_ema: bool = True) -> di
     avg = {}
     for key, ref in weights[0].items():
         if ref.is_floating_point():
-            avg[key] = (sum(w[key].double() for w in weights) / len(weights)).to(ref.dtype)
+            total = ref.double()
+            for w in weights[1:]:
+                total = total + w[key].double()
+            avg[key] = (total / len(weights)).to(ref.dtype)
         else:
             avg[key] = ref.clone()
     keep = ("format_version", "arch", "hparams", "phase", "warmup_steps", "config", "content_loss", "train_images")

@@ -11,12 +11,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from srgan.runtime.errors import SRGANError
 from srgan.runtime.imageio import atomic_write
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError", "load_config", "save_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SRGANError):
     """Raised if a preset name, key or value is invalid."""
 
 
@@ -32,7 +33,8 @@ class TrainConfig:
     # data
     hr_patch: int = 96                      # LR patch = hr_patch // scale
     batch: int = 16
-    degradation: str = "matlab"             # matlab | pil (LR made from HR when no official LR exists)
+    degradation: str = "matlab"             # matlab | pil (LR made once from HR when no official LR exists) |
+                                            # real (per-sample blur/resize/noise/JPEG x2: trainer.degradations.REAL)
     workers: int = 2
     augment: bool = True                    # flips + 90-degree rotations
     # schedule (steps are the unit; an epoch = ceil(n_images / batch) steps, printed at start)
@@ -59,11 +61,11 @@ class TrainConfig:
     content_feature_scale: float = 1.0      # features divided by this (paper: 12.75)
     lattice: float = 0.0                    # phase 2: checkerboard penalty weight (trainer.losses.lattice_loss)
     lowfreq: float = 0.0                    # phase 2: colour / LR-scale fidelity weight (trainer.losses.lowfreq_loss)
+    chroma: float = 0.0                     # phase 2: fine-chroma (colour noise) weight (trainer.losses.chroma_loss)
     # bookkeeping
     ema_decay: float = 0.999                # 0 disables the EMA of G
     checkpoint_every: int = 500
     log_every: int = 20
-    eval_every: int = 1000
     seed: int = 0
     amp: str = "auto"                       # auto | off | bf16 | fp16
     channels_last: bool = True
@@ -75,11 +77,12 @@ class TrainConfig:
             (self.batch >= 1 and self.steps >= 0, "batch >= 1 and steps >= 0"),
             (self.pixel_loss in ("l1", "mse"), "pixel_loss must be l1 or mse"),
             (self.content_criterion in ("l1", "mse"), "content_criterion must be l1 or mse"),
-            (self.degradation in ("matlab", "pil"), "degradation must be matlab or pil"),
+            (self.degradation in ("matlab", "pil", "real"), "degradation must be matlab, pil or real"),
             (self.amp in ("auto", "off", "bf16", "fp16"), "amp must be auto, off, bf16 or fp16"),
             (self.d_every >= 1, "d_every must be >= 1"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-            (self.lattice >= 0.0 and self.lowfreq >= 0.0, "lattice and lowfreq must be >= 0"),
+            (self.lattice >= 0.0 and self.lowfreq >= 0.0 and self.chroma >= 0.0,
+             "lattice, lowfreq and chroma must be >= 0"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
         ]
         for ok, msg in checks:
@@ -91,11 +94,14 @@ class TrainConfig:
         return self.hr_patch // self.scale
 
     def model_kwargs(self) -> dict[str, Any]:
-        if self.arch == "srresnet":
-            return dict(scale=self.scale, channels=self.channels, blocks=self.blocks, bn=self.bn)
-        if self.arch == "srcnn":
-            return dict(scale=self.scale)
-        raise ConfigError(f"unknown arch {self.arch!r}; choose srresnet or srcnn")
+        """Keyword arguments of the generator class for ``arch`` (from the registry in trainer.models).
+        Raises ConfigError naming the registered architectures."""
+        from .models import arch_spec
+
+        try:
+            return arch_spec(self.arch).hparams(self)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
 
     def resolve_steps(self, epoch_steps: int) -> int:
         """Total steps: ``epochs`` x ``epoch_steps`` when epochs is set, else ``steps``."""
@@ -143,12 +149,43 @@ PRESETS: dict[str, TrainConfig] = {
         content=1.0, content_criterion="l1", content_layer=SRGAN_CONTENT_LAYERS, adv=5e-3, d_every=1,
         lattice=500.0, lowfreq=30.0, ema_decay=0.995, lr_milestones=(15_000,), lr_gamma=0.5,
     ),
+    # The fast generator (trainer/span.py: SPAN, 48 channels, 6 blocks; ~0.43 M MACs per LR pixel),
+    # PSNR phase from scratch: L1, Adam 5e-4 halved stepwise (the SPAN paper's rate, for batch 16),
+    # 128-px HR patches (a 32-px LR patch: the receptive radius is 21 LR px).
+    "fast-psnr": TrainConfig(
+        preset="fast-psnr", arch="span", channels=48, blocks=6, bn=False, hr_patch=128, steps=30_000,
+        warmup_pixel=1.0, warmup_content=0.0, adv=0.0, lr_g=5e-4, lr_milestones=(15_000, 22_000, 26_000, 28_500),
+        lr_gamma=0.5, workers=1,
+    ),
+    # Real photographs (issue 16), two phases on the fast generator (SPAN 48x6, as fast-psnr).
+    # `real-psnr`: L1 on LR made per sample by the second-order degradation model (blur, resize,
+    # noise, JPEG, twice; trainer.degradations.REAL) from 128-px HR crops, 2 data workers.
+    # `real`: the srgan preset's perceptual fine-tune on the same degradations, started with
+    # --init from a real-psnr run (benchmarks/RESULTS.md, "Real-photo degradations", has the commands).
+    "real-psnr": TrainConfig(
+        preset="real-psnr", arch="span", channels=48, blocks=6, bn=False, degradation="real", hr_patch=128,
+        steps=30_000, warmup_pixel=1.0, warmup_content=0.0, adv=0.0, lr_g=5e-4,
+        lr_milestones=(15_000, 22_000, 26_000, 28_500), lr_gamma=0.5, workers=2,
+    ),
+    "real": TrainConfig(
+        preset="real", arch="span", channels=48, blocks=6, bn=False, degradation="real", hr_patch=128,
+        steps=20_000, warmup_steps=0, pixel_loss="l1", pixel=1.0, content=1.0, content_criterion="l1",
+        content_layer=SRGAN_CONTENT_LAYERS, adv=5e-3, d_every=1, lattice=500.0, lowfreq=30.0, ema_decay=0.995,
+        lr_milestones=(15_000,), lr_gamma=0.5, workers=2,
+    ),
     # SRCNN 9-1-5 baseline on bicubic-upsampled input, MSE.
     "srcnn": TrainConfig(
         preset="srcnn", arch="srcnn", steps=50_000, pixel_loss="mse", warmup_pixel=1.0, adv=0.0,
         lr_g=1e-4, hr_patch=96, ema_decay=0.0,
     ),
 }
+# Perceptual phase of the fast generator (--init a fast-psnr checkpoint): the srgan recipe on SPAN,
+# plus the fine-chroma term against green/magenta speckle (trainer.losses.chroma_loss). Its weight is
+# set by magnitude, not yet by a run: on the facade crops of benchmarks/facade_artifacts.py the
+# shipped srgan_x4 has 0.0061 chroma L1 where srresnet_x4 (clean) has 0.0031, so at weight 10 the
+# speckle costs ~0.03, ~4x its pixel-L1 excess (0.0066) at the pixel weight of 1.
+PRESETS["fast"] = dataclasses.replace(PRESETS["srgan"], preset="fast", arch="span", channels=48, blocks=6,
+                                      chroma=10.0)
 
 
 def preset(name: str) -> TrainConfig:
@@ -218,13 +255,18 @@ def save_config(cfg: TrainConfig, path: Path, extra: dict[str, Any] | None = Non
         fh.write(json.dumps(data, indent=2, sort_keys=True).encode())
 
 
+#: Keys that older runs saved but that no longer mean anything (dropped when such a run is read).
+RETIRED_KEYS = frozenset({"eval_every"})
+
+
 def load_config(path: Path) -> TrainConfig:
-    """Read a saved config (JSON). Unknown keys are an error, as for overrides."""
-    data = json.loads(Path(path).read_text())
+    """Read a saved config (JSON). Unknown keys are an error, as for overrides; retired ones are dropped.
+    Raises ConfigError naming the file if it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a saved config (a JSON object expected)")
     data.pop("_resolved", None)
-    return apply_overrides(TrainConfig(), data)
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    data = {k: v for k, v in data.items() if k != "_resolved"}
-    return apply_overrides(TrainConfig(), data)
+    return apply_overrides(TrainConfig(), {k: v for k, v in data.items() if k not in RETIRED_KEYS})

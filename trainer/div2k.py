@@ -2,7 +2,7 @@
 
 The archives unpack to the layout :func:`trainer.data.discover` reads
 (``DIV2K_train_HR/``, ``DIV2K_train_LR_bicubic/X4/``). Each archive is
-downloaded to a ``.part`` file, moved into place when complete, and its sha256
+downloaded through :func:`srgan.runtime.imageio.atomic_write` (in place only when complete), and its sha256
 is recorded in ``MANIFEST.json``; a later call verifies cached archives against
 that record (or against ``expected_sha256`` when the caller pins one) instead
 of downloading again. The DIV2K site publishes no checksums, so the first
@@ -64,19 +64,16 @@ def fetch_div2k(root: Path, parts: tuple[str, ...] = ("train_hr", "train_lr_x4")
         want = (expected_sha256 or {}).get(name) or manifest.get(name, {}).get("sha256")
         if not archive.is_file():
             url = base_url.rstrip("/") + "/" + name
-            part_file = archive.with_suffix(".zip.part")
             log.info("downloading %s", url)
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp, open(part_file, "wb") as fh:
+            try:  # into place only when complete
+                with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_write(archive) as fh:
                     shutil.copyfileobj(resp, fh, 1 << 22)
             except (urllib.error.URLError, OSError) as exc:
-                part_file.unlink(missing_ok=True)
                 raise DataError(
                     f"could not download {url} ({exc}). Options: run this on a machine with internet; or "
                     f"download {name} yourself and put it in {root}; or train on any folder of photographs "
                     f"with --data DIR (DIV2K is not required)."
                 ) from None
-            part_file.replace(archive)
         digest = file_sha256(archive)
         if want and digest != want:
             raise DataError(f"{archive} has sha256 {digest}, expected {want}: delete it and fetch again")

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
+__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "ContentLoss",
+           "adversarial_g", "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +50,34 @@ def lattice_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor
     return (phase - phase.mean(dim=(2, 3), keepdim=True)).abs().mean()
 
 
+# BT.601 Cb, Cr rows for RGB in [0, 1] (offsets dropped): the chroma of runtime.metrics.chroma_noise_ratio.
+_CBCR = ((-37.797 / 255, -74.203 / 255, 112.0 / 255), (112.0 / 255, -93.786 / 255, -18.214 / 255))
+
+
+def chroma_highpass(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """(N, 2, H, W) high-frequency Cb, Cr of an (N, 3, H, W) RGB batch in [0, 1]: each chroma plane
+    less two passes of a ``scale + 1`` (odd) box mean, edges replicated. The same band
+    ``runtime.metrics.chroma_noise_ratio`` measures: detail finer than about one LR pixel."""
+    w = x.new_tensor(_CBCR).view(2, 3, 1, 1)
+    c = F.conv2d(x.float(), w.float())
+    k = scale + 1 if scale % 2 == 0 else scale
+    low = c
+    for _ in range(2):
+        low = F.avg_pool2d(F.pad(low, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    return c - low
+
+
+def chroma_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """L1 between the high-frequency chroma (:func:`chroma_highpass`) of ``sr`` and ``hr``.
+
+    The colour-noise fix: perceptual and adversarial gradients invent fine detail in all three
+    channels, and nothing ties its colour to the HR's, so green/magenta speckle appears inside
+    windows and foliage. This term holds the fine chroma at the HR's (mostly: none) and leaves
+    fine luminance detail, which the perceptual terms are there to make, untouched.
+    """
+    return F.l1_loss(chroma_highpass(sr, scale), chroma_highpass(hr, scale))
+
+
 class ContentLoss(nn.Module):
     """Distance between VGG features of SR and HR (inputs in [0, 1], ImageNet-normalised here).
 
@@ -56,6 +85,9 @@ class ContentLoss(nn.Module):
     (index in ``features``, weight) pairs whose distances are summed (Real-ESRGAN style
     multi-layer loss); the default is the last layer alone, weight 1.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, features: nn.Sequential, criterion: str = "mse", feature_scale: float = 1.0,
                  taps: Sequence[Sequence[float]] | None = None):
@@ -83,7 +115,8 @@ class ContentLoss(nn.Module):
         with torch.no_grad():
             targets = self._phi(hr)
         fn = F.mse_loss if self.criterion == "mse" else F.l1_loss
-        return sum(w * fn(p.float(), t.float()) for w, p, t in zip(self.taps.values(), self._phi(sr), targets))
+        terms = [w * fn(p.float(), t.float()) for w, p, t in zip(self.taps.values(), self._phi(sr), targets)]
+        return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
 
 
 def adversarial_g(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Generator, discriminator and SRCNN: the one definition of each network.
+"""Generator, discriminator and SRCNN: the one definition of each network, and the registry of
+generator architectures (:data:`GENERATORS`; SPAN lives in ``trainer/span.py``).
 
 Every generator takes the LR image (float32 NCHW RGB in [0, 1]) and returns the
 x``scale`` image; upsampling happens inside the network (SRGAN paper), never by
@@ -7,12 +8,18 @@ bicubic pre-upscaling outside it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SRResNet", "Discriminator", "SRCNN", "MatlabBicubicUp", "GENERATORS", "build_generator"]
+from .span import SPAN
+
+__all__ = ["SRResNet", "Discriminator", "SRCNN", "MatlabBicubicUp", "ArchSpec", "GENERATORS", "arch_spec",
+           "build_generator", "deploy_generator"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -80,6 +87,8 @@ class MatlabBicubicUp(nn.Module):
     of the s output phases is a fixed 4-tap separable filter, followed by a
     pixel shuffle. Exports to plain ONNX ops (Pad-free: slicing and Concat).
     """
+
+    kernel: torch.Tensor  # buffer, registered in __init__
 
     def __init__(self, scale: int = 4):
         super().__init__()
@@ -178,13 +187,56 @@ class Discriminator(nn.Module):
         return self.classifier(self.features(x))
 
 
-GENERATORS: dict[str, type[nn.Module]] = {"srresnet": SRResNet, "srcnn": SRCNN}
+@dataclass(frozen=True)
+class ArchSpec:
+    """One registered generator architecture: everything the trainer, the config and the
+    exporter need to know about it, so a new architecture is one module plus one entry in
+    :data:`GENERATORS`.
+
+    ``hparams(cfg)`` maps a training config (``trainer.config.TrainConfig``) to the class's
+    keyword arguments; ``deploy(model)`` returns the inference form that is exported (the
+    same function; e.g. re-parameterised convolutions collapsed), default: the model itself.
+    """
+
+    cls: Callable[..., nn.Module]
+    summary: str
+    hparams: Callable[[Any], dict[str, Any]]
+    deploy: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
 
 
-def build_generator(arch: str, **hparams) -> nn.Module:
-    """Build a generator from the registry. Raises KeyError naming the choices."""
+def _deploy_span(model: nn.Module) -> nn.Module:
+    if not isinstance(model, SPAN):
+        raise TypeError(f"expected a SPAN, got {type(model).__name__}")
+    return model.deploy()
+
+
+GENERATORS: dict[str, ArchSpec] = {
+    "srresnet": ArchSpec(SRResNet, "SRResNet (Ledig et al.): residual blocks, 2.2 M MACs per LR pixel at 16x64",
+                         lambda c: dict(scale=c.scale, channels=c.channels, blocks=c.blocks, bn=c.bn)),
+    "srcnn": ArchSpec(SRCNN, "SRCNN 9-1-5 on MATLAB-bicubic input", lambda c: dict(scale=c.scale)),
+    "span": ArchSpec(SPAN, "SPAN (Wan et al. 2024): parameter-free attention, plain 3x3 convs "
+                              "(trained in deploy form)",
+                     lambda c: dict(scale=c.scale, channels=c.channels, blocks=c.blocks, rep=False),
+                     _deploy_span),
+    "span-rep": ArchSpec(SPAN, "SPAN trained with re-parameterisable Conv3XC convs (exported collapsed)",
+                         lambda c: dict(scale=c.scale, channels=c.channels, blocks=c.blocks, rep=True),
+                         _deploy_span),
+}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The registry entry of ``arch``. Raises KeyError naming the choices."""
     try:
-        cls = GENERATORS[arch]
+        return GENERATORS[arch]
     except KeyError:
         raise KeyError(f"unknown generator arch {arch!r}; choose one of {sorted(GENERATORS)}") from None
-    return cls(**hparams)
+
+
+def build_generator(arch: str, **hparams: Any) -> nn.Module:
+    """Build a generator from the registry. Raises KeyError naming the choices."""
+    return arch_spec(arch).cls(**hparams)
+
+
+def deploy_generator(arch: str, model: nn.Module) -> nn.Module:
+    """The inference form of a generator of ``arch`` (what export writes); same outputs."""
+    return arch_spec(arch).deploy(model)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from srgan.runtime.errors import SRGANError
+
 __all__ = ["PretrainedWeightsError", "read_state_dict", "vgg_layer_index", "parse_layer_spec", "load_vgg_features",
            "load_alexnet_features", "load_lpips", "torchvision_cache_file"]
 
@@ -26,7 +28,7 @@ _VGG_CFG = {
 }
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(SRGANError):
     """Raised if pretrained weights are missing, unreadable, or of the wrong network."""
 
 
@@ -141,10 +143,11 @@ def load_vgg_features(layer: str, weights: Path | None = None, *, random_weights
     elif weights is not None:
         sd = _features_only(read_state_dict(weights))
         top = max((int(k.split(".")[0]) for k in sd if k.split(".")[0].isdigit()), default=-1)
-        arch = {34: "vgg19", 28: "vgg16"}.get(top)
-        if arch is None:
+        found = {34: "vgg19", 28: "vgg16"}.get(top)
+        if found is None:
             raise PretrainedWeightsError(
                 f"{weights} is not a torchvision VGG-16/VGG-19 features state dict (last conv index {top})")
+        arch = found
         source = str(weights)
     else:
         arch = "vgg19"

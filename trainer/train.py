@@ -5,6 +5,16 @@ run folder (resolved config, loss CSV, checkpoints, validation artifacts). It
 runs single-process or under ``torchrun`` (DistributedDataParallel; gloo on
 CPU, nccl on CUDA). Batches depend only on (seed, step, rank), and every piece
 of state is checkpointed, so N steps + resume + N steps equals 2N steps.
+
+Run safety: a folder that holds a run (:data:`RUN_FILES`) is never started over
+unless ``overwrite`` (which removes the run's outputs first); SIGINT or SIGTERM
+during the loop finishes the step in progress, writes a checkpoint at that step
+(atomically) and returns with ``RunResult.stopped_by`` set, so ``resume``
+continues from there.
+
+The pieces: :func:`_setup` (device, data, networks, optimisers), :func:`_resume`
+(restore a checkpoint), :func:`_step` (one optimisation step), :func:`_log_step`
+(loss CSV row), :func:`_save` (checkpoint + generator file).
 """
 from __future__ import annotations
 
@@ -15,34 +25,57 @@ import dataclasses
 import io
 import logging
 import os
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from types import FrameType
+from typing import Any
 
 import torch
 from torch import nn
 
+from srgan.runtime.errors import DeviceError, SRGANError
 from srgan.runtime.imageio import atomic_write
 
 from .checkpoint import FORMAT_VERSION, generator_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
-from .data import PatchBatches, epoch_steps, load_pairs
-from .losses import ContentLoss, adversarial_d, adversarial_g, lattice_loss, lowfreq_loss, pixel_loss
+from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
+from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
 from .models import Discriminator, build_generator
 from .pretrained import load_vgg_features
 
-__all__ = ["RunResult", "train", "resolve_device", "autocast_dtype", "CHECKPOINT_NAME", "GENERATOR_NAME"]
+__all__ = ["RunResult", "RunError", "train", "resolve_device", "autocast_dtype", "check_out",
+           "read_resolved", "CHECKPOINT_NAME", "GENERATOR_NAME", "CONFIG_NAME", "RUN_FILES", "RUN_OUTPUTS"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"      # full training state (large; keep out of git)
 GENERATOR_NAME = "generator.pt"        # G + EMA + config only (small; what ships to continue)
-LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "adv_g", "d_loss",
-               "d_real", "d_fake", "steps_per_s", "images_per_s"]
+CONFIG_NAME = "config.json"            # the resolved config; ``_resolved`` holds data, history, ...
+LOSSES_NAME = "losses.csv"
+#: Any one of these in a folder means it holds a run.
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, GENERATOR_NAME, LOSSES_NAME)
+#: Everything a run writes into its folder (validation by trainer.run): what ``overwrite`` removes.
+RUN_OUTPUTS = (*RUN_FILES, "val.csv", "val", "results.zip")
+LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "adv_g",
+               "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunError(SRGANError):
+    """Raised if a run folder does not allow what was asked: starting over an existing run, resuming
+    a folder without one, or resuming with other data or settings without ``--allow-changes``."""
 
 
 @dataclass
 class RunResult:
+    """What a call of :func:`train` did: ``step`` reached of ``steps``; ``stopped_by`` is the signal
+    name (``"SIGINT"``/``"SIGTERM"``) when a signal stopped it early (its checkpoint is at ``step``)."""
+
     out_dir: Path
     step: int
     steps: int
@@ -51,10 +84,7 @@ class RunResult:
     checkpoint: Path
     last_losses: dict[str, float] = field(default_factory=dict)
     content_info: dict[str, Any] | None = None
-
-
-class DeviceError(RuntimeError):
-    """Raised if the requested device is not available."""
+    stopped_by: str | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -81,36 +111,128 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+# ---- the run folder ---------------------------------------------------------------------------
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over a run: raises RunError if ``out`` holds one (any of :data:`RUN_FILES`) and
+    neither ``resume`` nor ``overwrite`` is set, if both are, or if ``resume`` finds no checkpoint."""
+    out = Path(out)
+    if resume and overwrite:
+        raise RunError("--resume continues the run in --out and --overwrite starts it over: choose one")
+    if resume:
+        if not (out / CHECKPOINT_NAME).is_file():
+            raise RunError(f"{out} holds no run to resume: {out / CHECKPOINT_NAME} does not exist; "
+                           "start the run without --resume")
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise RunError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, start it over "
+                       "with --overwrite (its checkpoints and logs are deleted), or choose another --out")
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a run wrote into ``out`` (:data:`RUN_OUTPUTS`; nothing else)."""
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def read_resolved(out: Path) -> dict[str, Any]:
+    """The ``_resolved`` part of a run's ``config.json`` (data, fingerprint, history...); {} if absent."""
+    import json
+
+    path = Path(out) / CONFIG_NAME
+    if not path.is_file():
+        return {}
+    try:
+        resolved = json.loads(path.read_text()).get("_resolved") or {}
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    return dict(resolved)
+
+
+# ---- stopping on a signal ---------------------------------------------------------------------
+
+class _StopOnSignal:
+    """While active, SIGINT/SIGTERM set :attr:`name` instead of stopping the process; the loop then
+    finishes its step and checkpoints it. The first signal restores the previous handlers, so a second
+    one acts as usual (quit at once). Only installable from the main thread (else a no-op)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in _STOP_SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.name = signal.Signals(signum).name
+        self._restore()
+        log.warning("%s: stopping after this step and writing a checkpoint (send it again to quit at once)",
+                    self.name)
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process (which stops the loop cleanly)."""
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+# ---- setup ------------------------------------------------------------------------------------
+
+@dataclass
+class _Setup:
+    """Everything one training process works with (built by :func:`_setup`)."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    world: int
+    rank: int
+    amp_dtype: torch.dtype | None
+    pairs: list[ImagePair]
+    degradation_params: dict[str, Any] | None
+    epoch_steps: int
+    warmup: int
+    steps: int
+    G: nn.Module
+    D: nn.Module | None
+    ema: nn.Module | None
+    content: nn.Module | None
+    content_info: dict[str, Any] | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler: torch.amp.GradScaler
+    Gt: nn.Module              # G, or G wrapped in DistributedDataParallel
+    Dt: nn.Module | None
+    fmt: torch.memory_format
+    degradation: Any = None    # on-the-fly LR model (trainer.degradations), None when LR is made once
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype)
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p.detach().float(), 1.0 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
-
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
-def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False, device: str = "auto",
-          vgg_weights: Path | None = None, random_vgg: bool = False, init_from: Path | None = None,
-          cache_dir: Path | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          on_checkpoint: Callable[[int, nn.Module], None] | None = None) -> RunResult:
-    """Train (or continue training) a generator; see the module docstring.
-
-    ``init_from``: a checkpoint whose generator weights start this run (e.g. phase 2
-    from a PSNR model, or fine-tuning the shipped model on one's own photos).
-    ``on_checkpoint(step, generator)`` is called on rank 0 after each checkpoint
-    (validation grids and metrics hook in here).
-    Raises DataError, PretrainedWeightsError, CheckpointError, DeviceError.
-    """
-    out = Path(out)
+def _init_device(device: str) -> tuple[torch.device, int, int]:
+    """The device of this process, world size and rank (joins the process group under torchrun)."""
     world, rank, local_rank = _dist_info()
     dev = resolve_device(device)
     if world > 1:
@@ -122,10 +244,17 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
             torch.cuda.set_device(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return dev, world, rank
+
+
+def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, rank: int, *,
+           vgg_weights: Path | None, random_vgg: bool, init_from: Path | None, cache_dir: Path | None) -> _Setup:
+    """Load the data, build G (and D, the EMA of G, the content loss) and the optimisers."""
     amp_dtype = autocast_dtype(cfg.amp, dev)
     torch.manual_seed(cfg.seed)
-
     pairs = load_pairs(list(data), cfg.scale, cfg.degradation, min_hr=cfg.hr_patch, cache_dir=cache_dir)
+    degradation = degradation_config(cfg.degradation)  # on-the-fly LR model (None: LR made once)
+    degradation_params = _plain(dataclasses.asdict(degradation)) if degradation is not None else None
     ep = epoch_steps(len(pairs), cfg.batch * world)
     warmup = cfg.resolve_warmup(ep)
     steps = cfg.resolve_steps(ep)
@@ -138,7 +267,7 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
         G = G.to(memory_format=torch.channels_last)
         if D is not None:
             D = D.to(memory_format=torch.channels_last)
-    if init_from is not None and not resume:
+    if init_from is not None:
         init = load_checkpoint(init_from)
         G.load_state_dict(generator_weights(init)[0])
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
@@ -158,166 +287,281 @@ def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas) if D is not None else None
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-
-    start = 0
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        G.load_state_dict(state["g"])
-        opt_g.load_state_dict(state["opt_g"])
-        if ema is not None and state.get("g_ema"):
-            ema.load_state_dict(state["g_ema"])
-        if D is not None and state.get("d"):
-            D.load_state_dict(state["d"])
-            opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        log.info("resumed %s at step %d", ckpt_path, start)
-        if start >= steps:
-            log.info("run already has %d >= %d steps; nothing to do", start, steps)
-
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.json", extra={
-            "epoch_steps": ep, "steps": steps, "warmup_steps": warmup, "train_images": len(pairs), "world_size": world,
-            "device": str(dev), "autocast": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-            "data": [str(p) for p in data], "content_loss": content_info,
-        })
-        log.info("%d training images; 1 epoch = %d steps of %d x %d patches; phase 1 = steps [0, %d), "
-                 "phase 2 = [%d, %d)", len(pairs), ep, cfg.batch * world, cfg.hr_patch, warmup, warmup, steps)
-
-    Gt, Dt = G, D
+    Gt: nn.Module = G
+    Dt: nn.Module | None = D
     if world > 1:
         ids = [dev.index] if dev.type == "cuda" else None
         Gt = nn.parallel.DistributedDataParallel(G, device_ids=ids)
         if D is not None:
             Dt = nn.parallel.DistributedDataParallel(D, device_ids=ids)
-
-    dataset = PatchBatches(pairs, scale=cfg.scale, lr_patch=cfg.lr_patch, batch=cfg.batch, seed=cfg.seed,
-                           augment=cfg.augment, rank=rank)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, sampler=range(start, steps), num_workers=cfg.workers,
-        persistent_workers=False, pin_memory=dev.type == "cuda",
-    )
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return _Setup(cfg, dev, world, rank, amp_dtype, pairs, degradation_params, ep, warmup, steps, G, D, ema,
+                  content, content_info, opt_g, opt_d, scaler, Gt, Dt, fmt, degradation)
 
-    def save(step: int) -> None:
-        if rank != 0:
-            return
-        g_state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-        e_state = {k: v.detach().cpu() for k, v in ema.state_dict().items()} if ema is not None else None
-        common = {
-            "format_version": FORMAT_VERSION, "arch": cfg.arch, "hparams": _unwrap(G).hparams,
-            "g": g_state, "g_ema": e_state, "step": step, "phase": 1 if step <= warmup else 2,
-            "warmup_steps": warmup, "config": _plain(dataclasses.asdict(cfg)), "content_loss": content_info,
-            "train_images": len(pairs),
-        }
-        full = dict(common, opt_g=opt_g.state_dict(),
-                    d=D.state_dict() if D is not None else None, d_hparams=D.hparams if D is not None else None,
-                    opt_d=opt_d.state_dict() if opt_d else None, torch_rng=torch.get_rng_state())
-        save_checkpoint(full, ckpt_path)
-        save_checkpoint(common, out / GENERATOR_NAME)
-        if on_checkpoint is not None:
-            on_checkpoint(step, ema if ema is not None else G)
 
-    csv_path = out / "losses.csv"
-    if rank == 0 and not csv_path.exists():
+def _resume(s: _Setup, ckpt_path: Path) -> int:
+    """Restore G, its EMA, D, both optimisers and the RNG from ``ckpt_path``; returns its step."""
+    state = load_checkpoint(ckpt_path)
+    s.G.load_state_dict(state["g"])
+    s.opt_g.load_state_dict(state["opt_g"])
+    if s.ema is not None and state.get("g_ema"):
+        s.ema.load_state_dict(state["g_ema"])
+    if s.D is not None and s.opt_d is not None and state.get("d"):
+        s.D.load_state_dict(state["d"])
+        s.opt_d.load_state_dict(state["opt_d"])
+    torch.set_rng_state(state["torch_rng"])
+    start = int(state["step"])
+    log.info("resumed %s at step %d", ckpt_path, start)
+    if start >= s.steps:
+        log.info("run already has %d >= %d steps; nothing to do", start, s.steps)
+    return start
+
+
+def _write_config(s: _Setup, out: Path, data: list[Path], *, start: int, resume: bool, overwrite: bool,
+                  changes: dict[str, Any] | None) -> None:
+    """Save the resolved config with ``_resolved``: what this run derived, its data (absolute paths and
+    fingerprint) and its history (one entry per start or resume, with the changes allowed then)."""
+    history = list(read_resolved(out).get("history") or []) if resume else []
+    entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+                             "action": "resume" if resume else "overwrite" if overwrite else "start", "step": start}
+    if changes:
+        entry["changes"] = changes
+    save_config(s.cfg, out / CONFIG_NAME, extra={
+        "epoch_steps": s.epoch_steps, "steps": s.steps, "warmup_steps": s.warmup, "train_images": len(s.pairs),
+        "world_size": s.world, "device": str(s.dev),
+        "autocast": str(s.amp_dtype).replace("torch.", "") if s.amp_dtype else "fp32",
+        "data": [os.path.abspath(p) for p in data], "data_fingerprint": data_fingerprint(data, s.cfg.scale),
+        "content_loss": s.content_info, "degradation_params": s.degradation_params, "history": [*history, entry],
+    })
+
+
+# ---- one step, logging, checkpoints -----------------------------------------------------------
+
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p.detach().float(), 1.0 - decay)
+        for eb, b in zip(ema.buffers(), model.buffers()):
+            eb.copy_(b)
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int, dict[str, float]]:
+    """One optimisation step (0-based ``step``) on a batch: lr (B,3,p,p), hr (B,3,p*s,p*s) in [0, 1].
+
+    Updates D (phase 2, every ``d_every`` steps), then G, then the EMA of G. Returns (phase, loss terms).
+    """
+    cfg = s.cfg
+    lr = lr.to(s.dev, non_blocking=True).contiguous(memory_format=s.fmt)
+    hr = hr.to(s.dev, non_blocking=True).contiguous(memory_format=s.fmt)
+    phase = 1 if step < s.warmup else 2
+    decay = cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
+    for opt, base in ((s.opt_g, cfg.lr_g), (s.opt_d, cfg.lr_d)):
+        for group in opt.param_groups if opt is not None else ():
+            group["lr"] = base * decay
+    terms: dict[str, float] = {}
+    with s.autocast():
+        sr = s.Gt(lr)
+    if phase == 2 and s.D is not None and s.Dt is not None and s.opt_d is not None and step % cfg.d_every == 0:
+        s.D.train()
+        for p in s.D.parameters():
+            p.requires_grad_(True)
+        with s.autocast():
+            real, fake = s.Dt(hr), s.Dt(sr.detach())
+        d_loss = adversarial_d(real, fake)
+        s.opt_d.zero_grad(set_to_none=True)
+        s.scaler.scale(d_loss).backward()
+        s.scaler.step(s.opt_d)
+        terms.update(d_loss=d_loss.item(), d_real=torch.sigmoid(real.float()).mean().item(),
+                     d_fake=torch.sigmoid(fake.float()).mean().item())
+    w_pix, w_con, w_adv = ((cfg.warmup_pixel, cfg.warmup_content, 0.0) if phase == 1
+                           else (cfg.pixel, cfg.content, cfg.adv if s.D is not None else 0.0))
+    w_lat, w_low = (cfg.lattice, cfg.lowfreq) if phase == 2 else (0.0, 0.0)
+    sr32 = sr.float()
+    loss = torch.zeros((), device=s.dev)
+    if w_pix:
+        pix = pixel_loss(cfg.pixel_loss, sr32, hr)
+        loss = loss + w_pix * pix
+        terms["pixel"] = pix.item()
+    if w_con and s.content is not None:
+        with s.autocast():
+            con = s.content(sr, hr)
+        loss = loss + w_con * con
+        terms["content"] = con.item()
+    if w_lat:
+        lat = lattice_loss(sr32, hr, cfg.scale)
+        loss = loss + w_lat * lat
+        terms["lattice"] = lat.item()
+    if w_low:
+        low = lowfreq_loss(sr32, hr, cfg.scale)
+        loss = loss + w_low * low
+        terms["lowfreq"] = low.item()
+    if phase == 2 and cfg.chroma:
+        chr_ = chroma_loss(sr32, hr, cfg.scale)
+        loss = loss + cfg.chroma * chr_
+        terms["chroma"] = chr_.item()
+    if w_adv and s.D is not None and s.Dt is not None:
+        for p in s.D.parameters():
+            p.requires_grad_(False)
+        with s.autocast():
+            adv = adversarial_g(s.Dt(sr))
+        loss = loss + w_adv * adv
+        terms["adv_g"] = adv.item()
+    s.opt_g.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.opt_g)
+    s.scaler.update()
+    if s.ema is not None:
+        _ema_update(s.ema, s.G, min(cfg.ema_decay, (1 + step) / (10 + step)))
+    terms["g_total"] = loss.item()
+    return phase, terms
+
+
+def _open_log(csv_path: Path, *, resume: bool, start: int) -> None:
+    """Start ``losses.csv`` (header), or on resume drop the rows an interrupted run logged after its
+    checkpoint (they are replayed) and rewrite it under today's columns."""
+    if not csv_path.exists():
         with open(csv_path, "w", newline="") as fh:
             csv.writer(fh).writerow(LOSS_FIELDS)
-    elif rank == 0 and resume:  # rows logged after the checkpoint by an interrupted run are replayed: drop them
-        with open(csv_path, newline="") as fh:
-            header, *rows = csv.reader(fh)
-        by_step = {int(r[0]): dict(zip(header, r)) for r in rows if r and int(r[0]) <= start}  # later row wins
-        text = io.StringIO()  # rewritten under today's columns (a log from an older version gains empty ones)
-        csv.writer(text).writerows([LOSS_FIELDS, *([by_step[k].get(f, "") for f in LOSS_FIELDS]
-                                                   for k in sorted(by_step))])
-        with atomic_write(csv_path) as fh:
-            fh.write(text.getvalue().encode())
-    last: dict[str, float] = {}
-    t0, n_since = time.perf_counter(), 0
-    G.train()
-    step = start
-    for lr, hr in loader:
-        lr = lr.to(dev, non_blocking=True).contiguous(memory_format=fmt)
-        hr = hr.to(dev, non_blocking=True).contiguous(memory_format=fmt)
-        phase = 1 if step < warmup else 2
-        decay = cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
-        for opt, base in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
-            for group in opt.param_groups if opt is not None else ():
-                group["lr"] = base * decay
-        terms: dict[str, float] = {}
-        d_loss = None
-        with autocast():
-            sr = Gt(lr)
-        if phase == 2 and D is not None and step % cfg.d_every == 0:
-            D.train()
-            for p in D.parameters():
-                p.requires_grad_(True)
-            with autocast():
-                real, fake = Dt(hr), Dt(sr.detach())
-            d_loss = adversarial_d(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(d_loss).backward()
-            scaler.step(opt_d)
-            terms.update(d_loss=d_loss.item(), d_real=torch.sigmoid(real.float()).mean().item(),
-                         d_fake=torch.sigmoid(fake.float()).mean().item())
-        w_pix, w_con, w_adv = ((cfg.warmup_pixel, cfg.warmup_content, 0.0) if phase == 1
-                               else (cfg.pixel, cfg.content, cfg.adv if D is not None else 0.0))
-        w_lat, w_low = (cfg.lattice, cfg.lowfreq) if phase == 2 else (0.0, 0.0)
-        sr32 = sr.float()
-        loss = torch.zeros((), device=dev)
-        if w_pix:
-            pix = pixel_loss(cfg.pixel_loss, sr32, hr)
-            loss = loss + w_pix * pix
-            terms["pixel"] = pix.item()
-        if w_con:
-            with autocast():
-                con = content(sr, hr)
-            loss = loss + w_con * con
-            terms["content"] = con.item()
-        if w_lat:
-            lat = lattice_loss(sr32, hr, cfg.scale)
-            loss = loss + w_lat * lat
-            terms["lattice"] = lat.item()
-        if w_low:
-            low = lowfreq_loss(sr32, hr, cfg.scale)
-            loss = loss + w_low * low
-            terms["lowfreq"] = low.item()
-        if w_adv:
-            for p in D.parameters():
-                p.requires_grad_(False)
-            with autocast():
-                adv = adversarial_g(Dt(sr))
-            loss = loss + w_adv * adv
-            terms["adv_g"] = adv.item()
-        opt_g.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt_g)
-        scaler.update()
-        if ema is not None:
-            _ema_update(ema, G, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        n_since += 1
-        terms["g_total"] = loss.item()
-        last = terms
-        if rank == 0 and (step % cfg.log_every == 0 or step == steps):
-            dt = time.perf_counter() - t0
-            row = {"step": step, "total": steps, "phase": phase, "lr_g": opt_g.param_groups[0]["lr"], **terms,
-                   "steps_per_s": n_since / dt, "images_per_s": n_since * cfg.batch * world / dt}
-            with open(csv_path, "a", newline="") as fh:
-                csv.writer(fh).writerow([_fmt(row.get(k, "")) for k in LOSS_FIELDS])
-            if on_log is not None:
-                on_log(row)
-            t0, n_since = time.perf_counter(), 0
-        if step % cfg.checkpoint_every == 0 and step != steps:
+        return
+    if not resume:
+        return
+    with open(csv_path, newline="") as fh:
+        header, *rows = csv.reader(fh)
+    by_step = {int(r[0]): dict(zip(header, r)) for r in rows if r and int(r[0]) <= start}  # later row wins
+    text = io.StringIO()  # a log from an older version gains the new (empty) columns
+    csv.writer(text).writerows([LOSS_FIELDS, *([by_step[k].get(f, "") for f in LOSS_FIELDS]
+                                               for k in sorted(by_step))])
+    with atomic_write(csv_path) as fh:
+        fh.write(text.getvalue().encode())
+
+
+def _log_step(csv_path: Path, row: dict[str, Any]) -> None:
+    """Append one row (``LOSS_FIELDS``; floats to 6 significant digits) to the loss CSV."""
+    with open(csv_path, "a", newline="") as fh:
+        csv.writer(fh).writerow([_fmt(row.get(k, "")) for k in LOSS_FIELDS])
+
+
+def _save(s: _Setup, out: Path, step: int) -> None:
+    """Write the full checkpoint and the generator-only file at ``step`` (each atomically)."""
+    g_state = {k: v.detach().cpu() for k, v in s.G.state_dict().items()}
+    e_state = {k: v.detach().cpu() for k, v in s.ema.state_dict().items()} if s.ema is not None else None
+    common = {
+        "format_version": FORMAT_VERSION, "arch": s.cfg.arch, "hparams": _unwrap(s.G).hparams,
+        "g": g_state, "g_ema": e_state, "step": step, "phase": 1 if step <= s.warmup else 2,
+        "warmup_steps": s.warmup, "config": _plain(dataclasses.asdict(s.cfg)), "content_loss": s.content_info,
+        "train_images": len(s.pairs), "degradation_params": s.degradation_params,
+    }
+    full = dict(common, opt_g=s.opt_g.state_dict(),
+                d=s.D.state_dict() if s.D is not None else None, d_hparams=s.D.hparams if s.D is not None else None,
+                opt_d=s.opt_d.state_dict() if s.opt_d else None, torch_rng=torch.get_rng_state())
+    save_checkpoint(full, out / CHECKPOINT_NAME)
+    save_checkpoint(common, out / GENERATOR_NAME)
+
+
+def _agree(s: _Setup, name: str | None) -> str | None:
+    """The signal (name) that stops the loop, if any process got one: every rank must leave the loop
+    at the same step, so under DDP the ranks agree on it after each step."""
+    if s.world == 1:
+        return name
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(signal.Signals[name].value) if name else 0.0], device=s.dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return signal.Signals(int(flag.item())).name if flag.item() else None
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, data: list[Path], out: Path, *, resume: bool = False, overwrite: bool = False,
+          changes: dict[str, Any] | None = None, device: str = "auto", vgg_weights: Path | None = None,
+          random_vgg: bool = False, init_from: Path | None = None, cache_dir: Path | None = None,
+          on_log: Callable[[dict[str, Any]], None] | None = None,
+          on_checkpoint: Callable[[int, nn.Module], None] | None = None) -> RunResult:
+    """Train (or continue training) a generator; see the module docstring.
+
+    ``resume``: continue the run in ``out`` from its checkpoint; ``overwrite``: start over a run
+    that is there (its outputs are removed first); without either, a run in ``out`` is refused.
+    ``changes``: what the caller allowed to differ from the saved run ({key: [old, new]}), recorded
+    in ``config.json`` (``_resolved.history``). ``init_from``: a checkpoint whose generator weights
+    start this run (e.g. phase 2 from a PSNR model, or fine-tuning the shipped model on one's own
+    photos; ignored on resume). ``on_checkpoint(step, generator)`` is called on rank 0 after each
+    regular checkpoint (validation grids and metrics hook in here), not after a stop by a signal.
+    Raises RunError, DataError, PretrainedWeightsError, CheckpointError, DeviceError, ConfigError.
+    """
+    out = Path(out)
+    check_out(out, resume=resume, overwrite=overwrite)  # every rank, before any of them writes
+    overwrite = overwrite and any((out / name).exists() for name in RUN_FILES)
+    with _StopOnSignal() as stop:
+        dev, world, rank = _init_device(device)
+        if overwrite and rank == 0:
+            _clear_run(out)
+        s = _setup(cfg, data, dev, world, rank, vgg_weights=vgg_weights, random_vgg=random_vgg,
+                   init_from=None if resume else init_from, cache_dir=cache_dir)
+        ckpt_path = out / CHECKPOINT_NAME
+        start = _resume(s, ckpt_path) if resume else 0
+        csv_path = out / LOSSES_NAME
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_config(s, out, data, start=start, resume=resume, overwrite=overwrite, changes=changes)
+            log.info("%d training images; 1 epoch = %d steps of %d x %d patches; phase 1 = steps [0, %d), "
+                     "phase 2 = [%d, %d)", len(s.pairs), s.epoch_steps, cfg.batch * world, cfg.hr_patch, s.warmup,
+                     s.warmup, s.steps)
+            _open_log(csv_path, resume=resume, start=start)
+
+        dataset = PatchBatches(s.pairs, scale=cfg.scale, lr_patch=cfg.lr_patch, batch=cfg.batch, seed=cfg.seed,
+                               augment=cfg.augment, rank=rank, degradation=s.degradation)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, sampler=range(start, s.steps), num_workers=cfg.workers,
+            persistent_workers=False, pin_memory=dev.type == "cuda",
+            worker_init_fn=_ignore_stop_signals if cfg.workers else None,
+        )
+
+        def save(step: int, validate: bool = True) -> None:
+            if rank != 0:
+                return
+            _save(s, out, step)
+            if validate and on_checkpoint is not None:
+                on_checkpoint(step, s.ema if s.ema is not None else s.G)
+
+        last: dict[str, float] = {}
+        t0, n_since = time.perf_counter(), 0
+        s.G.train()
+        step = saved = start
+        stopped_by = None
+        for lr, hr in loader:
+            phase, last = _step(s, lr, hr, step)
+            step += 1
+            n_since += 1
+            if rank == 0 and (step % cfg.log_every == 0 or step == s.steps):
+                dt = time.perf_counter() - t0
+                row = {"step": step, "total": s.steps, "phase": phase, "lr_g": s.opt_g.param_groups[0]["lr"],
+                       **last, "steps_per_s": n_since / dt, "images_per_s": n_since * cfg.batch * world / dt}
+                _log_step(csv_path, row)
+                if on_log is not None:
+                    on_log(row)
+                t0, n_since = time.perf_counter(), 0
+            if step % cfg.checkpoint_every == 0 and step != s.steps:
+                save(step)
+                saved = step
+            stopped_by = _agree(s, stop.name)
+            if stopped_by and step < s.steps:
+                break
+            stopped_by = None  # a signal at the last step: the run is complete anyway
+        if stopped_by:
+            if step != saved:
+                save(step, validate=False)
+            log.warning("stopped by %s at step %d of %d; the checkpoint %s is at that step (continue with "
+                        "--resume)", stopped_by, step, s.steps, ckpt_path)
+        elif step == s.steps and (start < s.steps or not ckpt_path.exists()):
             save(step)
-    if step == steps and (start < steps or not ckpt_path.exists()):
-        save(step)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    return RunResult(out, step, steps, warmup, ep, ckpt_path, last, content_info)
+    return RunResult(out, step, s.steps, s.warmup, s.epoch_steps, ckpt_path, last, s.content_info, stopped_by)
 
 
 def _fmt(v: Any) -> Any:

@@ -1,0 +1,85 @@
+"""``srgan bench quality`` as one library call: assemble the methods (the model, bicubic, peers), run
+:func:`runtime.bench.bench_quality` on the datasets and return its report (the CLI only renders it)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import grids
+from .defaults import DEFAULT_TILE
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .bench import QualityReport
+    from .peers import Upscale
+    from .session import SRModel
+
+__all__ = ["run_quality"]
+
+
+
+def run_quality(datasets: Sequence[str | Path] | None = None, *, model: SRModel | None, peers: Sequence[str] = (),
+                peers_dir: str | Path | None = None, lpips: str | Path | None = None, tile: int = DEFAULT_TILE,
+                device: str = "auto", threads: int = 0,
+                progress: Callable[[str], None] | None = None) -> QualityReport:
+    """What ``srgan bench quality`` runs: ``model`` (a loaded one, or None for bicubic and peers only),
+    MATLAB bicubic and the ``peers`` on the same LR images of each dataset folder.
+
+    ``datasets``: folders (None = Set5, Set14 and BSD100 under :func:`runtime.paths.data_dir`,
+    ``$SRGAN_DATA_DIR``). ``peers``: names of :data:`runtime.peers.PEERS`, or ``all`` for
+    every one that loads (the others are listed in ``report.skipped`` with the reason); a
+    peer named explicitly must load. ``lpips``: an LPIPS ONNX file (None = the shipped one
+    when present). ``tile``: the model's LR tile side (0 = whole image).
+
+    Raises :class:`~runtime.errors.UsageError` (unknown peer, no datasets),
+    :class:`~runtime.peers.PeerUnavailableError` for a named peer that cannot load.
+    """
+    from .bench import bench_quality, load_dataset
+    from .evaluation import DEFAULT_SETS, default_sets
+    from .lpips import available_lpips, load_lpips
+    from .paths import data_dir
+    from .peers import PEERS, PeerUnavailableError, load_peer
+    from .pipeline import upscale_image
+
+    names = list(dict.fromkeys(n for p in peers for n in (PEERS if p == "all" else [p])))
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise UsageError(f"unknown peer {', '.join(unknown)}; choose from {', '.join([*PEERS, 'all'])}")
+    sets = list(datasets) if datasets else default_sets()
+    if not sets:
+        raise UsageError(f"no dataset folders given and none of {', '.join(DEFAULT_SETS)} under {data_dir()} "
+                         "(set SRGAN_DATA_DIR or pass folders)")
+    methods: dict[str, Upscale] = {}
+    descriptions: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    scale = 4
+    if model is not None:
+        if model.scale != 4 and names:
+            raise PeerUnavailableError(f"the peers are x4 but {model.path.name} is x{model.scale}")
+        scale = model.scale
+        def run_model(lr: np.ndarray, m: SRModel = model) -> np.ndarray:
+            return upscale_image(lr, m, tile=tile)
+
+        methods[model.path.stem] = run_model
+        descriptions[model.path.stem] = f"{model.path} on {model.provider}, tile {tile or 'whole'}"
+    methods["bicubic"] = lambda lr: grids.bicubic_baseline(lr, scale)
+    descriptions["bicubic"] = "MATLAB-compatible bicubic (runtime.resize.imresize)"
+    for n in names:
+        try:
+            methods[n] = load_peer(n, folder=None if peers_dir is None else Path(peers_dir), device=device,
+                                   threads=threads)
+            descriptions[n] = PEERS[n].description
+        except PeerUnavailableError as e:
+            if "all" not in peers:
+                raise
+            skipped[n] = str(e)
+            if progress is not None:
+                progress(f"skipping peer {n}: {e}")
+    scorer = load_lpips(lpips) if lpips else available_lpips()
+    samples = [load_dataset(d, scale) for d in sets]
+    report = bench_quality(samples, methods, scale=scale, lpips=scorer, progress=progress)
+    report.skipped, report.descriptions = skipped, descriptions
+    return report

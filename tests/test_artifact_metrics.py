@@ -1,0 +1,162 @@
+"""Colour noise (runtime.metrics.chroma_noise_ratio) and straight-edge wobble
+(runtime.metrics.edge_wobble) on synthetic images whose answer is known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from srgan.runtime.metrics import chroma_noise_ratio, edge_wobble
+
+
+def _scene(h: int = 96, w: int = 128) -> np.ndarray:
+    """A smooth colour gradient with a coloured window grid: (h, w, 3) float in [0, 1]."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.3 + 0.3 * xx, 0.4 + 0.2 * yy, 0.5 - 0.2 * xx], axis=2)
+    for y0 in range(12, h - 12, 24):       # horizontal mullions, 4 px thick
+        img[y0:y0 + 4, 8:w - 8] = (0.9, 0.85, 0.7)
+    for x0 in range(16, w - 16, 32):       # vertical ones
+        img[8:h - 8, x0:x0 + 4] = (0.15, 0.2, 0.35)
+    return img
+
+
+def _blur(img: np.ndarray, k: int = 5) -> np.ndarray:
+    out = img.copy()
+    for axis in (0, 1):
+        out = sum(np.roll(out, s, axis=axis) for s in range(-(k // 2), k // 2 + 1)) / k
+    return out
+
+
+def test_chroma_ratio_is_one_for_hr_and_ignores_luminance_detail() -> None:
+    hr = _scene()
+    assert chroma_noise_ratio(hr, hr, 4) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    luma = rng.normal(0, 0.05, hr.shape[:2])[:, :, None]  # equal in R, G, B: no chroma at all
+    assert chroma_noise_ratio(hr + luma, hr, 4) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_chroma_ratio_flags_green_magenta_speckle_and_not_blur() -> None:
+    hr = _scene()
+    rng = np.random.default_rng(1)
+    speckle = rng.normal(0, 0.03, hr.shape[:2])
+    noisy = hr + np.stack([speckle, -speckle, speckle], axis=2)  # magenta <-> green
+    assert chroma_noise_ratio(noisy, hr, 4) > 2.0
+    assert chroma_noise_ratio(_blur(hr), hr, 4) < 0.8
+    # uint8 and float inputs are the same measurement
+    to8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    assert chroma_noise_ratio(to8(noisy), to8(hr), 4) == pytest.approx(chroma_noise_ratio(to8(noisy) / 255.0,
+                                                                                           to8(hr) / 255.0, 4))
+
+
+def test_chroma_ratio_gray_and_shape_errors() -> None:
+    gray = np.random.default_rng(2).random((40, 40, 1))
+    assert chroma_noise_ratio(gray, gray, 4) == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        chroma_noise_ratio(np.zeros((40, 40, 3)), np.zeros((40, 44, 3)), 4)
+
+
+def _wobbly(hr: np.ndarray, amplitude: int, period: int = 16) -> np.ndarray:
+    """Each column shifted vertically and each row horizontally by a sine of integer pixels."""
+    out = hr.copy()
+    h, w = hr.shape[:2]
+    for x in range(w):
+        out[:, x] = np.roll(out[:, x], int(round(amplitude * math.sin(2 * math.pi * x / period))), axis=0)
+    for y in range(h):
+        out[y] = np.roll(out[y], int(round(amplitude * math.sin(2 * math.pi * y / period))), axis=0)
+    return out
+
+
+def test_edge_wobble_zero_for_hr_shifted_or_blurred_edges() -> None:
+    hr = _scene()
+    assert edge_wobble(hr, hr, 4) == 0.0
+    shifted = np.roll(hr, 1, axis=0)  # straight but moved one pixel: not a wobble
+    assert edge_wobble(shifted, hr, 4) < 0.05
+    assert edge_wobble(_blur(hr, 3), hr, 4) < 0.1
+
+
+def test_edge_wobble_measures_wavy_lines() -> None:
+    hr = _scene()
+    w1, w2 = edge_wobble(_wobbly(hr, 1), hr, 4), edge_wobble(_wobbly(hr, 2), hr, 4)
+    assert w1 > 0.4
+    assert w2 > 1.5 * w1  # grows with the amplitude
+
+
+def test_edge_wobble_nan_without_straight_edges_and_shape_error() -> None:
+    smooth = np.random.default_rng(3).random((8, 8, 3)).repeat(8, 0).repeat(8, 1)
+    smooth = _blur(_blur(smooth, 9), 9)  # no step of 20 levels anywhere
+    assert math.isnan(edge_wobble(smooth, smooth, 4))
+    with pytest.raises(ValueError, match="shape"):
+        edge_wobble(np.zeros((40, 40, 3)), np.zeros((40, 44, 3)), 4)
+
+
+# ---------------------------------------------------------------- the training term (trainer.losses.chroma_loss)
+
+def test_chroma_highpass_matches_the_metric_band() -> None:
+    """The torch high-pass is the numpy metric's: its energy ratio equals chroma_noise_ratio."""
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import chroma_highpass
+
+    hr = _scene()
+    rng = np.random.default_rng(4)
+    speckle = rng.normal(0, 0.03, hr.shape[:2])
+    sr = hr + np.stack([speckle, -speckle, speckle], axis=2)
+    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].double()  # noqa: E731
+    e = [float((chroma_highpass(t(x), 4)[..., 4:-4, 4:-4] ** 2).sum()) for x in (sr, hr)]
+    assert e[0] / e[1] == pytest.approx(chroma_noise_ratio(sr, hr, 4), rel=1e-6)
+
+
+def test_chroma_loss_sees_colour_speckle_not_luminance_detail() -> None:
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import chroma_loss
+
+    hr = torch.rand(2, 3, 32, 32)
+    luma = torch.randn(2, 1, 32, 32) * 0.05
+    assert chroma_loss(hr + luma, hr, 4).item() < 1e-6  # equal R, G, B change: no chroma
+    speckle = torch.randn(2, 1, 32, 32) * 0.05
+    noisy = hr + torch.cat([speckle, -speckle, speckle], dim=1)
+    assert chroma_loss(noisy, hr, 4).item() > 0.01
+    noisy.requires_grad_(True)
+    chroma_loss(noisy, hr, 4).backward()
+    assert noisy.grad is not None and noisy.grad.abs().sum() > 0
+
+
+def test_chroma_config_key_drives_the_phase2_term(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    import csv
+    import dataclasses
+
+    from PIL import Image
+
+    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+    from srgan.trainer.train import train
+
+    with pytest.raises(ConfigError, match="chroma"):
+        apply_overrides(TrainConfig(), {"chroma": "-1"})
+    assert apply_overrides(TrainConfig(), {"chroma": "5"}).chroma == 5.0
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        img = (np.clip(_scene(64, 64) + np.random.default_rng(i).normal(0, 0.05, (64, 64, 3)), 0, 1) * 255)
+        Image.fromarray(img.astype(np.uint8)).save(data / f"s{i}.png")
+    cfg = dataclasses.replace(TrainConfig(), arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2,
+                              steps=2, warmup_steps=0, pixel=1.0, content=0.0, adv=0.0, chroma=3.0, workers=0,
+                              log_every=1, checkpoint_every=10, ema_decay=0.0)
+    train(cfg, [data], tmp_path / "run", device="cpu")
+    with open(tmp_path / "run" / "losses.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(float(r["chroma"]) > 0 for r in rows)
+    assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 3.0 * float(r["chroma"]), rel=1e-4)
+               for r in rows)
+
+
+def test_eval_scores_carry_both_checks() -> None:
+    """``cli.py eval`` scores through runtime.grids.score_one: both columns are there, per image and mean."""
+    from srgan.runtime import grids
+    from srgan.runtime.evaluation import SUMMARY_COLUMNS
+
+    hr = (_scene() * 255).round().astype(np.uint8)
+    row = grids.score_one(hr, hr, 4)
+    assert row["chroma_noise"] == pytest.approx(1.0) and row["edge_wobble"] == 0.0
+    assert {"chroma_noise", "edge_wobble", "bicubic_chroma_noise", "bicubic_edge_wobble"} <= set(SUMMARY_COLUMNS)
+    assert {"chroma_noise", "edge_wobble"} <= set(grids.METRIC_COLUMNS)

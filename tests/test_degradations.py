@@ -1,0 +1,380 @@
+"""Real-world degradation model (trainer/degradations.py): determinism, ranges, sizes, JPEG, second order,
+alignment, and its use in the trainer's batches (--degradation real)."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srgan.runtime.paths import data_dir
+from srgan.trainer.config import ConfigError, apply_overrides, preset
+from srgan.trainer.data import DataError, ImagePair, PatchBatches, degradation_config
+from srgan.trainer.degradations import (
+    BENCH,
+    KERNELS,
+    REAL,
+    BlurConfig,
+    DegradationConfig,
+    DegradationError,
+    JpegConfig,
+    NoiseConfig,
+    ResizeConfig,
+    StageConfig,
+    blur_kernel,
+    degrade,
+    jpeg_roundtrip,
+    sinc_kernel,
+)
+
+PHOTO = data_dir() / "BSD100" / "HR" / "img_001.png"
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A real photograph (BSD100 img_001, 480x320 RGB)."""
+    if not PHOTO.is_file():
+        pytest.skip(f"{PHOTO} not present")
+    with Image.open(PHOTO) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def rng(*seed: int) -> np.random.Generator:
+    return np.random.default_rng(list(seed))
+
+
+# ---- determinism ---------------------------------------------------------------------------------
+
+def test_same_seed_same_bytes_other_seed_differs(photo):
+    hr = photo[:128, :128]
+    a, ta = degrade(hr, REAL, rng(7, 3))
+    b, tb = degrade(hr, REAL, rng(7, 3))
+    c, tc = degrade(hr, REAL, rng(7, 4))
+    assert a.tobytes() == b.tobytes() and ta == tb
+    assert a.shape == c.shape == (32, 32, 3)
+    assert a.tobytes() != c.tobytes() and ta != tc
+
+
+def test_patch_batches_real_is_a_pure_function_of_seed_step_rank(photo):
+    pairs = [ImagePair("p", np.ascontiguousarray(photo[:, :320]), None)]
+
+    def make(seed: int) -> PatchBatches:
+        return PatchBatches(pairs, scale=4, lr_patch=8, batch=3, seed=seed, degradation=degradation_config("real"))
+
+    lr, hr = make(1)[5]
+    assert lr.shape == (3, 3, 8, 8) and hr.shape == (3, 3, 32, 32)
+    lr2, hr2 = make(1)[5]
+    assert np.array_equal(lr.numpy(), lr2.numpy()) and np.array_equal(hr.numpy(), hr2.numpy())
+    lr3, _ = make(1)[6]
+    lr4, _ = make(2)[5]
+    assert not np.array_equal(lr.numpy(), lr3.numpy()) and not np.array_equal(lr.numpy(), lr4.numpy())
+    # the three samples of one batch are degraded differently, not with one shared draw
+    assert len({lr[i].numpy().tobytes() for i in range(3)}) == 3
+
+
+def test_patch_batches_refuses_missing_lr_and_scale_mismatch(photo):
+    pairs = [ImagePair("p", photo[:64, :64], None)]
+    with pytest.raises(DataError, match="no stored LR"):
+        PatchBatches(pairs, scale=4, lr_patch=8, batch=1, seed=0)
+    with pytest.raises(DataError, match="x4"):
+        PatchBatches(pairs, scale=2, lr_patch=8, batch=1, seed=0, degradation=REAL)
+
+
+# ---- ranges ----------------------------------------------------------------------------------------
+
+def _in(value: float, r: tuple[float, float]) -> bool:
+    return r[0] - 1e-9 <= value <= r[1] + 1e-9
+
+
+def _check_op(op: dict, stage: StageConfig | None, cfg: DegradationConfig, hr_hw: tuple[int, int]) -> None:
+    s = cfg.scale
+    if op["op"] == "blur":
+        b = stage.blur
+        assert op["size"] % 2 == 1 and b.sizes[0] <= op["size"] <= b.sizes[1]
+        if op["kernel"] == "sinc":
+            assert _in(op["omega"], b.omega if op["size"] < 13 else b.omega_large)
+        else:
+            assert op["kernel"] in KERNELS and b.weights[KERNELS.index(op["kernel"])] > 0
+            assert _in(op["sigma_x"], b.sigma) and _in(op["sigma_y"], b.sigma)
+            assert -math.pi <= op["theta"] <= math.pi
+            if not op["kernel"].endswith("aniso"):
+                assert op["sigma_x"] == op["sigma_y"] and op["theta"] == 0.0
+            if op["kernel"].startswith("generalized"):
+                assert _in(op["beta"], b.beta_generalized)
+            if op["kernel"].startswith("plateau"):
+                assert _in(op["beta"], b.beta_plateau)
+    elif op["op"] == "resize" and op["stage"] != "final":
+        r = stage.resize
+        rng_ = {"up": r.up, "down": r.down, "keep": (1.0, 1.0)}[op["resize"]]
+        assert _in(op["factor"], rng_) and op["mode"] in r.modes
+        base = hr_hw if r.relative_to == "input" else (hr_hw[0] // s, hr_hw[1] // s)
+        assert op["size"] == [max(4, round(base[0] * op["factor"])), max(4, round(base[1] * op["factor"]))]
+    elif op["op"] == "resize":
+        assert op["mode"] in cfg.final_modes and op["size"] == [hr_hw[0] // s, hr_hw[1] // s]
+    elif op["op"] == "noise":
+        n = stage.noise
+        assert _in(op["sigma"], n.sigma) if op["noise"] == "gaussian" else _in(op["scale"], n.poisson_scale)
+    elif op["op"] == "jpeg":
+        q = (stage.jpeg if stage is not None else cfg.final_jpeg).quality
+        assert isinstance(op["quality"], int) and q[0] <= op["quality"] <= q[1]
+    elif op["op"] == "sinc":
+        assert cfg.final_sinc_sizes[0] <= op["size"] <= cfg.final_sinc_sizes[1] and op["size"] % 2 == 1
+        assert _in(op["omega"], cfg.final_sinc_omega)
+    else:
+        raise AssertionError(f"unexpected op {op}")
+
+
+@pytest.mark.parametrize("cfg", [REAL, BENCH], ids=["real", "bench"])
+def test_every_drawn_parameter_is_inside_its_range(cfg):
+    hr = np.random.default_rng(0).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+    seen: Counter = Counter()
+    n = 300
+    for seed in range(n):
+        lr, trace = degrade(hr, cfg, rng(11, seed))
+        assert lr.shape == (10, 11, 3) and lr.dtype == np.uint8
+        for op in trace:
+            stage = None if op["stage"] == "final" else cfg.stages[int(op["stage"]) - 1]
+            _check_op(op, stage, cfg, (40, 44))
+            seen[(op["stage"], op["op"], op.get("kernel") or op.get("noise") or op.get("resize") or "")] += 1
+            if op["op"] == "noise":
+                seen[(op["stage"], "gray", op["gray"])] += 1
+    if cfg is REAL:
+        # every kind of every operation shows up, in roughly the configured shares
+        for kind in (*KERNELS, "sinc"):
+            assert seen[("1", "blur", kind)] > 0, kind
+        for kind in ("up", "down", "keep"):
+            assert seen[("1", "resize", kind)] > 0 and seen[("2", "resize", kind)] > 0
+        for stage in ("1", "2"):
+            assert seen[(stage, "noise", "gaussian")] > 0 and seen[(stage, "noise", "poisson")] > 0
+            assert 0.25 < seen[(stage, "gray", True)] / n < 0.55  # gray_prob 0.4
+        assert 0.7 < sum(v for k, v in seen.items() if k[:2] == ("2", "blur")) / n < 0.9  # second blur: 0.8
+        assert 0.7 < seen[("final", "sinc", "")] / n < 0.9  # final sinc: 0.8
+        assert seen[("final", "jpeg", "")] == n
+    else:
+        assert {k[2] for k in seen if k[1] == "blur"} == {"iso", "aniso"}
+        assert seen[("1", "jpeg", "")] == n and ("final", "sinc", "") not in seen
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(DegradationError, match="odd"):
+        BlurConfig(sizes=(6, 21))
+    with pytest.raises(DegradationError, match="sum to 1"):
+        ResizeConfig(probs=(0.5, 0.6, 0.1))
+    with pytest.raises(DegradationError, match="quality"):
+        JpegConfig(quality=(30, 101))
+    with pytest.raises(DegradationError, match="noise"):
+        NoiseConfig(gray_prob=1.5)
+    with pytest.raises(DegradationError, match="uint8"):
+        degrade(np.zeros((16, 16, 3), np.float32), REAL, rng(0))
+    with pytest.raises(DegradationError, match="smaller than the scale"):
+        degrade(np.zeros((3, 16, 3), np.uint8), REAL, rng(0))
+
+
+def test_config_accepts_real_and_presets_use_it():
+    assert apply_overrides(preset("psnr"), {"degradation": "real"}).degradation == "real"
+    with pytest.raises(ConfigError, match="matlab, pil or real"):
+        apply_overrides(preset("psnr"), {"degradation": "jpeg"})
+    for name in ("real-psnr", "real"):
+        cfg = preset(name)
+        assert cfg.degradation == "real" and degradation_config(cfg.degradation) is REAL
+    assert preset("real-psnr").adv == 0 and preset("real").adv > 0 and preset("real").warmup_steps == 0
+    assert degradation_config("matlab") is None
+
+
+# ---- sizes and alignment ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("h, w, c", [(37, 53, 3), (4, 4, 3), (5, 123, 3), (130, 67, 1), (64, 64, 1)])
+def test_output_size_is_floor_of_hr_over_scale(h, w, c):
+    hr = np.random.default_rng(h * w).integers(0, 256, (h, w, c), dtype=np.uint8)
+    for seed in range(6):
+        lr, _ = degrade(hr, REAL, rng(seed))
+        assert lr.shape == (h // 4, w // 4, c) and lr.dtype == np.uint8
+        lr, _ = degrade(hr, BENCH, rng(seed))
+        assert lr.shape == (h // 4, w // 4, c)
+
+
+@pytest.mark.parametrize("modes, worst_bound, mean_abs_bound", [
+    (("bilinear", "bicubic"), 0.05, 0.01),
+    # "area" (BOX) upscaling is nearest-like: a blob moves by up to half a source pixel, without bias
+    (("area", "bilinear", "bicubic"), 0.4, 0.03),
+])
+def test_lr_stays_registered_to_hr(modes, worst_bound, mean_abs_bound):
+    """A bright blob at HR centre (cy, cx) lands at LR ((cy + 0.5) / 4 - 0.5, ...), through blur, sinc,
+    random resizes and both stages: the LR/HR pair is aligned as bicubic LR is (noise and JPEG off, as
+    they add zero-mean error). A one-HR-pixel shift would be 0.25 LR px."""
+    def quiet(stage: StageConfig) -> StageConfig:
+        return dataclasses.replace(stage, noise=NoiseConfig(prob=0.0), jpeg=JpegConfig(prob=0.0),
+                                   resize=dataclasses.replace(stage.resize, modes=modes))
+    cfg = dataclasses.replace(REAL, stages=tuple(quiet(s) for s in REAL.stages), final_jpeg=JpegConfig(prob=0.0),
+                              final_modes=modes)
+    yy, xx = np.mgrid[0:256, 0:256]
+    ly, lx = np.mgrid[0:64, 0:64]
+    errors = []
+    for seed in range(40):
+        cy, cx = rng(99, seed).uniform(100, 156, size=2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 12.0**2))
+        hr = np.repeat(np.rint(20 + 200 * blob).astype(np.uint8)[:, :, None], 3, axis=2)
+        lr, _ = degrade(hr, cfg, rng(5, seed))
+        weight = np.clip(lr[:, :, 0].astype(np.float64) - 20, 0, None)
+        errors += [(weight * ly).sum() / weight.sum() - ((cy + 0.5) / 4 - 0.5),
+                   (weight * lx).sum() / weight.sum() - ((cx + 0.5) / 4 - 0.5)]
+    e = np.abs(errors)
+    assert e.max() < worst_bound and e.mean() < mean_abs_bound and abs(np.mean(errors)) < 0.01, (e.max(), e.mean())
+
+
+# ---- operations ------------------------------------------------------------------------------------
+
+def _blockiness(img: np.ndarray) -> float:
+    """Mean |step| across 8-pixel block edges over the mean |step| inside blocks (1 = no JPEG grid)."""
+    y = img.astype(np.float64).mean(axis=2)
+    dx = np.abs(np.diff(y, axis=1))
+    cols = np.arange(dx.shape[1])
+    return float(dx[:, cols % 8 == 7].mean() / dx[:, cols % 8 != 7].mean())
+
+
+def test_jpeg_is_a_real_encode(photo):
+    hr = photo[:128, :128].astype(np.float32) / 255
+    out = jpeg_roundtrip(hr, 20)
+    u8 = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    assert _blockiness(photo[:128, :128]) < 1.1 and _blockiness(u8) > 1.3
+    # the decoded image is a fixed point of the same encoder, up to rounding: it *is* a q20 JPEG
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=20)
+    again = np.asarray(Image.open(buf)).astype(np.int16)
+    assert np.abs(again - u8).mean() < 1.0 < np.abs(u8.astype(np.int16) - photo[:128, :128]).mean()
+
+
+def test_pipeline_jpeg_stage_leaves_block_grid(photo):
+    """An exact x2 shrink then JPEG q25, nothing else: the LR carries the 8x8 grid; without the JPEG it does not."""
+    def only(jpeg_prob: float) -> DegradationConfig:
+        stage = StageConfig(blur=BlurConfig(prob=0.0), resize=ResizeConfig(probs=(0, 1, 0), down=(0.5, 0.5)),
+                            noise=NoiseConfig(prob=0.0), jpeg=JpegConfig(prob=jpeg_prob, quality=(25, 25)))
+        return DegradationConfig(name="jpeg-only", scale=2, stages=(stage,), final_sinc_prob=0.0,
+                                 final_jpeg=JpegConfig(prob=0.0))
+
+    lr, trace = degrade(photo[:256, :256], only(1.0), rng(0))
+    assert [op["op"] for op in trace] == ["resize", "jpeg"] and trace[1]["quality"] == 25
+    plain, trace = degrade(photo[:256, :256], only(0.0), rng(0))
+    assert [op["op"] for op in trace] == ["resize"]
+    assert _blockiness(plain) < 1.1 and _blockiness(lr) > 1.3
+    with pytest.raises(DegradationError, match="scale"):
+        DegradationConfig(name="x1", scale=1)
+
+
+def test_second_order_runs_both_stages():
+    hr = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for seed in range(20):
+        _, trace = degrade(hr, REAL, rng(3, seed))
+        ops = Counter((op["stage"], op["op"]) for op in trace)
+        for stage in ("1", "2"):
+            assert ops[(stage, "resize")] == ops[(stage, "noise")] == ops[(stage, "jpeg")] == 1
+        assert ops[("1", "blur")] == 1 and ops[("final", "jpeg")] == 1
+        stages = [op["stage"] for op in trace]
+        assert stages == sorted(stages, key=lambda s: (s == "final", s))  # 1, then 2, then final
+    _, trace = degrade(hr, BENCH, rng(0))
+    assert [(op["stage"], op["op"]) for op in trace] == [("1", "blur"), ("1", "resize"), ("1", "noise"), ("1", "jpeg")]
+
+
+def test_kernels_are_normalised_and_shaped():
+    for kind in KERNELS:
+        k = blur_kernel(kind, 21, 2.0, 0.7 if "aniso" in kind else 2.0, 0.6, 1.5)
+        assert k.shape == (21, 21) and abs(k.sum() - 1) < 1e-12 and k.argmax() == 21 * 10 + 10
+        assert np.allclose(k, k[::-1, ::-1])  # centrosymmetric: the blur shifts nothing
+    k = blur_kernel("aniso", 21, 3.0, 0.5, 0.0)
+    assert k[10, :].sum() > 3 * k[:, 10].sum()  # long along x when theta = 0
+    s = sinc_kernel(21, math.pi / 4)
+    assert abs(s.sum() - 1) < 1e-12 and s.min() < 0  # rings: negative side lobes
+
+
+# ---- the fixed benchmark (benchmarks/make_degraded_bench.py) ------------------------------------------
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "make_degraded_bench.py"
+    spec = importlib.util.spec_from_file_location("make_degraded_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_degraded_bench_is_fixed_and_readable_by_bench_quality(tmp_path):
+    """Two Set14 images (one gray, one cropped to a multiple of 4): the bench reader gets exactly the
+    written LR (not an imresize fallback), the manifest records every draw, and a rerun is byte-identical."""
+    import json
+
+    from srgan.runtime.datasets import load_dataset
+
+    src = data_dir() / "Set14"
+    if not (src / "HR" / "bridge.png").is_file():
+        pytest.skip(f"{src} not present")
+    mini = tmp_path / "Set14"
+    (mini / "HR").mkdir(parents=True)
+    for name in ("bridge.png", "comic.png"):
+        (mini / "HR" / name).symlink_to(src / "HR" / name)
+    bench = _bench_module()
+    entries = bench.make_set(mini, tmp_path / "a" / "Set14", seed=5)
+    bench.make_set(mini, tmp_path / "b" / "Set14", seed=5)
+    other = bench.make_set(mini, tmp_path / "c" / "Set14", seed=6)
+    for e, o in zip(entries, other):
+        a = (tmp_path / "a" / "Set14" / "LR_bicubic_x4" / e["name"]).read_bytes()
+        assert a == (tmp_path / "b" / "Set14" / "LR_bicubic_x4" / e["name"]).read_bytes()
+        assert e["lr_sha256"] != o["lr_sha256"]
+    samples = {s.name: s for s in load_dataset(tmp_path / "a" / "Set14", 4)}
+    assert samples["bridge.png"].lr.shape == (128, 128, 1)  # gray stays gray
+    assert samples["comic.png"].lr.shape == (90, 62, 3) and samples["comic.png"].hr.shape == (360, 248, 3)
+    for e in entries:
+        with Image.open(tmp_path / "a" / "Set14" / "LR_bicubic_x4" / e["name"]) as im:
+            written = np.asarray(im)
+        got = samples[e["name"]].lr
+        assert np.array_equal(got[:, :, 0] if written.ndim == 2 else got, written)
+        ops = [op["op"] for op in e["trace"]]
+        assert ops == ["blur", "resize", "noise", "jpeg"] and 30 <= e["trace"][-1]["quality"] <= 90
+        assert e["seed_words"][:2] == [5, bench.BENCH_STREAM]
+    manifest = json.loads((tmp_path / "a" / "Set14" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "bench" and len(manifest["images"]) == 2
+    assert (tmp_path / "a" / "Set14" / "HR" / "comic.png").read_bytes() == (src / "HR" / "comic.png").read_bytes()
+    assert (tmp_path / "a" / "Set14" / "manifest.tsv").read_text().count("\n") == 3
+
+
+# ---- the presets train (3-step smoke runs) --------------------------------------------------------------
+
+def test_real_presets_train_three_steps_and_record_the_model(tmp_path):
+    """real-psnr (phase 1) then real (phase 2, --init from it) on real photographs, 3 steps each, shrunk
+    in width and patch only: finite losses, and the degradation model saved in config and checkpoint."""
+    import json
+
+    import torch
+
+    from srgan.trainer.train import GENERATOR_NAME, train
+
+    t91 = data_dir() / "T91" / "HR"
+    if not t91.is_dir():
+        pytest.skip(f"{t91} not present")
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted(t91.glob("*.png"))[:12:4]:
+        (data / src.name).symlink_to(src)
+    small = dict(channels=8, blocks=2, batch=2, hr_patch=32, workers=0, log_every=1, checkpoint_every=1000,
+                 amp="off", channels_last=False, steps=3, epochs=None)
+    cfg = apply_overrides(preset("real-psnr"), small)
+    first = train(cfg, [data], tmp_path / "psnr")
+    cfg2 = apply_overrides(preset("real"), small)
+    second = train(cfg2, [data], tmp_path / "gan", init_from=tmp_path / "psnr" / GENERATOR_NAME, random_vgg=True)
+    want = json.loads(json.dumps(dataclasses.asdict(REAL)))
+    for run, result, phase in (("psnr", first, 1), ("gan", second, 2)):
+        assert result.step == 3
+        rows = (tmp_path / run / "losses.csv").read_text().splitlines()[1:]
+        assert len(rows) == 3 and all(r.split(",")[1] == str(phase) for r in rows)
+        assert all(math.isfinite(v) for v in result.last_losses.values()) and "pixel" in result.last_losses
+        saved = json.loads((tmp_path / run / "config.json").read_text())
+        assert saved["degradation"] == "real" and saved["arch"] == "span"
+        assert saved["_resolved"]["degradation_params"] == want
+        state = torch.load(tmp_path / run / GENERATOR_NAME, weights_only=True)
+        assert state["degradation_params"] == want
+    assert "adv_g" in second.last_losses
