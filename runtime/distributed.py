@@ -234,12 +234,13 @@ def _status_schema() -> Any:
 
 
 def _write_parquet(table: Any, path: Path) -> None:
-    """Write ``table`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``table`` to ``path`` atomically (the one :func:`~runtime.imageio.atomic_write`)."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    from .imageio import atomic_write
+
+    with atomic_write(path) as fh:
+        pq.write_table(table, fh)
 
 
 def _read_records(path: Path) -> dict[str, dict[str, Any]]:
