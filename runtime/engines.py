@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,7 +72,8 @@ class TensorInfo:
     shape: tuple[int | None, ...]
 
 
-class Session(Protocol):
+@dataclass(eq=False)
+class Session:
     """A built model: ``run(feeds)`` takes {input name: array} and returns the outputs in graph order.
 
     ``engine`` (``onnxruntime`` / ``openvino``), ``precision`` (``fp32`` / ``bf16`` / ``fp16``),
@@ -89,46 +90,29 @@ class Session(Protocol):
     outputs: list[TensorInfo]
     metadata: dict[str, str]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
-
     @property
     def regional(self) -> bool:
         """True when :meth:`run_region` can skip work outside the box (a split SR model)."""
-        ...
+        return False
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
 
     def run_region(self, x: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """The single output for the LR ``box`` (y0, y1, x0, x1) of the single input ``x``; only where
         :attr:`regional`. Raises TypeError otherwise."""
-        ...
-
-
-@dataclass(eq=False)
-class _SessionFacts:
-    """The descriptive fields every engine's session carries (see :class:`Session`)."""
-
-    engine: str
-    precision: str
-    device: str
-    provider: str
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    metadata: dict[str, str]
+        raise TypeError(f"{self.engine} runs the graph whole: no run_region")
 
 
 # ---------------------------------------------------------------- onnxruntime
 
 @dataclass(eq=False)
-class _OrtSession(_SessionFacts):
+class _OrtSession(Session):
     _session: Any = field(repr=False)
     _run_options: Any = field(repr=False)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return list(self._session.run(None, dict(feeds), self._run_options))
-
-    regional = False
-
-    def run_region(self, x: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        raise TypeError("onnxruntime runs the graph whole: no run_region")
 
 
 def _ort_info(args: list[Any]) -> list[TensorInfo]:
@@ -190,7 +174,7 @@ def _open_ort(path: Path, device: str, threads: int, precision: str,
 # ---------------------------------------------------------------- openvino
 
 @dataclass(eq=False)
-class _OvSession(_SessionFacts):
+class _OvSession(Session):
     _request: Any = field(repr=False)
     #: (Split, body request, tail request, scale) for a split SR model, else None.
     _split: Any = field(repr=False, default=None)
