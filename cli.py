@@ -79,6 +79,9 @@ OutputFormat = enum.Enum("OutputFormat", {name: name for name in FORMATS}, type=
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help=f"model name ({', '.join(MODELS)}) or path to an .onnx file",
     autocompletion=lambda: list(MODELS))]
+DenoiseOpt = Annotated[float | None, typer.Option(
+    "--denoise", min=0.0, max=1.0, help="0..1, for -m real only: how much JPEG blocks, noise and blur are removed "
+    "(1 = the real model; 0 = srgan, which keeps them; in between a weight blend, made once and cached)")]
 TileOpt = Annotated[int, typer.Option("--tile", min=0, max=16384,
                                       help="tile side in LR pixels; 0 = whole image at once")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA if onnxruntime-gpu sees a GPU, else CPU")]
@@ -340,6 +343,7 @@ def upscale(
     inputs: InputsArg,
     output: OutDirOpt,
     model: ModelOpt = DEFAULT_MODEL,
+    denoise: DenoiseOpt = None,
     tile: TileOpt = DEFAULT_TILE,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -374,10 +378,13 @@ def upscale(
 ) -> None:
     """Upscale image files and folders x4 (or --outscale) into OUT."""
     from srgan.runtime.api import load, upscale_files
+    from srgan.runtime.registry import resolve_model
     from srgan.runtime.session import release_freed_memory
 
     _setup_logging(verbose)
     release_freed_memory()
+    if denoise is not None:
+        model = str(resolve_model(model, denoise=denoise))
     bar = None if quiet or json_ else _Bar()
     _sigterm_interrupts()  # SIGINT/SIGTERM: the file in progress is dropped (atomic), a summary, exit 130/143
     on_ray = _ray_options(ray, ray_actors, ray_threads, ray_gpus, hr=hr, grid=grid, metrics=metrics,
@@ -429,6 +436,7 @@ def watch(
                                            help="folder to watch")],
     output: OutDirOpt,
     model: ModelOpt = DEFAULT_MODEL,
+    denoise: DenoiseOpt = None,
     tile: TileOpt = DEFAULT_TILE,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -472,7 +480,8 @@ def watch(
                              format=format.value if format else None, quality=quality,
                              overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None,
                              ensemble=ensemble)
-    sr_model = load(model, device=device.value, threads=threads, engine=engine.value, precision=precision.value)
+    sr_model = load(model, device=device.value, threads=threads, engine=engine.value, precision=precision.value,
+                    denoise=denoise)
     _say_engine(sr_model, quiet=False)
     watcher = FolderWatcher(in_dir, output, sr_model, options, recursive=recursive, new_only=new_only,
                             glob=glob, settle=settle, polling=polling, on_result=show)

@@ -1,15 +1,16 @@
 """No-reference look at real JPEG photos (issue 16): each method's x4 output side by side.
 
-Input: a fixed 160x160 crop of a few photographs from ``<data>/Photos`` (JPEG q95 originals),
+Input: a fixed 160x160 crop of a few photographs from ``<data>/Photos`` (JPEG q95 originals; they are
+training photographs, as HR, so ``--held-out`` takes four BSD100 HR images instead, never trained on),
 re-encoded as JPEG at quality 50 (Pillow, 4:2:0), as a web photo often is. Each method upscales
 the same decoded q50 pixels; ``OUT/<photo>.png`` shows, left to right: the q50 input (nearest x4),
 then every method, labelled; ``OUT/times.tsv`` has each method's seconds per image. There is no
 reference, so there are no numbers on quality: look for JPEG blocks carried through, invented
 noise, ringing and over-sharpening.
 
-Usage: python benchmarks/real_photo_grids.py [--out runs/bench_real/photo_grids] [--method NAME ...]
-(methods: bicubic, shipped model names or .onnx paths, peer names; default bicubic srgan srresnet
-srcnn esrgan-thick realesrgan).
+Usage: python benchmarks/real_photo_grids.py [--out runs/bench_real/photo_grids] [--held-out] [--method NAME ...]
+(methods: bicubic, shipped model names or .onnx paths, peer names, ``real:T`` for ``-m real --denoise T``;
+default bicubic srgan srresnet srcnn esrgan-thick realesrgan).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from srgan.runtime.imageio import atomic_write
 from srgan.runtime.paths import data_dir
 from srgan.runtime.peers import PEERS, load_peer
 
-PHOTOS = ("0007.jpg", "0023.jpg", "0051.jpg", "0094.jpg")  # fixed, chosen by number before looking
+PHOTOS = ("Photos/0007.jpg", "Photos/0023.jpg", "Photos/0051.jpg", "Photos/0094.jpg")  # chosen by number before looking
+HELD_OUT = ("BSD100/HR/img_005.png", "BSD100/HR/img_033.png", "BSD100/HR/img_058.png", "BSD100/HR/img_087.png")
 CROP = 160
 QUALITY = 50
 DEFAULT_METHODS = ("bicubic", "srgan", "srresnet", "srcnn", "esrgan-thick", "realesrgan")
@@ -51,21 +53,23 @@ def method(name: str):
         return lambda lr: bicubic_baseline(lr, 4)
     if name in PEERS:
         return load_peer(name)
-    model = load(name)
+    base, _, denoise = name.partition(":")
+    model = load(base, denoise=float(denoise)) if denoise else load(name)
     return lambda lr: upscale(lr, model)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_real/photo_grids"))
+    ap.add_argument("--held-out", action="store_true", help="BSD100 HR crops instead of training photographs")
     ap.add_argument("--method", action="append", help="repeatable; default: " + " ".join(DEFAULT_METHODS))
     args = ap.parse_args()
     names = args.method or list(DEFAULT_METHODS)
     runners = {n: method(n) for n in names}
     args.out.mkdir(parents=True, exist_ok=True)
     times: list[str] = ["photo\t" + "\t".join(names)]
-    for photo in PHOTOS:
-        lr = q50_crop(data_dir() / "Photos" / photo)
+    for photo in HELD_OUT if args.held_out else PHOTOS:
+        lr = q50_crop(data_dir() / photo)
         panels = [("JPEG q50 input (nearest)", np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1))]
         row = [photo]
         for n in names:

@@ -36,7 +36,7 @@ ModelLike = SRModel | str | Path | None
 
 
 def load(name_or_path: str | Path = DEFAULT_MODEL, *, engine: str = "auto", device: str = "auto",
-         precision: str = "auto", threads: int = 0) -> SRModel:
+         precision: str = "auto", threads: int = 0, denoise: float | None = None) -> SRModel:
     """Load an SR model once (the one session factory, :func:`runtime.session.load_model`); reuse it.
 
     ``name_or_path``: a registry name (``srgan``, ``srresnet``, ``srcnn``; see
@@ -44,13 +44,14 @@ def load(name_or_path: str | Path = DEFAULT_MODEL, *, engine: str = "auto", devi
     ``auto``, ``cpu`` or ``cuda``. ``threads``: CPU threads, 0 = all cores.
     ``engine`` (``auto``, ``onnxruntime``, ``openvino``) and ``precision`` (``auto``,
     ``fp32``, ``bf16``, ``fp16``): see :mod:`runtime.engines`; an explicit choice that
-    cannot be honoured raises, nothing falls back silently.
+    cannot be honoured raises, nothing falls back silently. ``denoise`` (0..1, ``real`` only): the
+    weight blend of ``real`` (1) and its clean-trained partner ``srgan`` (0), see :mod:`runtime.blend`.
 
     Raises :class:`~runtime.errors.ModelNotFoundError` (unknown name, missing file;
     the message says how to get it), :class:`~runtime.errors.ModelLoadError`,
     :class:`~runtime.errors.DeviceError` and :class:`~runtime.errors.EngineError`.
     """
-    return load_model(resolve_model(name_or_path), device=device, threads=threads,  # type: ignore[arg-type]
+    return load_model(resolve_model(name_or_path, denoise=denoise), device=device, threads=threads,  # type: ignore[arg-type]
                       engine=engine, precision=precision)
 
 

@@ -33,6 +33,7 @@ from typing import IO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from .defaults import DEFAULT_PNG_LEVEL
 from .errors import (
     ImageReadError,
     ImageTooLargeError,
@@ -483,7 +484,8 @@ def _exif_payload(exif: Image.Exif | None) -> bytes | None:
 
 
 def write_image(path: str | Path, pixels: np.ndarray, *, quality: int = 95, icc_profile: bytes | None = None,
-                exif: Image.Exif | None = None, compress_level: int = 6, root: str | Path | None = None) -> None:
+                exif: Image.Exif | None = None, compress_level: int = DEFAULT_PNG_LEVEL,
+                root: str | Path | None = None) -> None:
     """Encode (H, W, C) uint8/uint16 ``pixels`` to ``path`` atomically; the format comes from the suffix.
 
     ``quality`` (1-100) applies to JPEG and WebP. 16-bit pixels are reduced to
@@ -503,7 +505,7 @@ def write_image(path: str | Path, pixels: np.ndarray, *, quality: int = 95, icc_
 
 def write_image_bands(path: str | Path, height: int, width: int, channels: int, dtype: np.dtype | type,
                       bands: Iterable[np.ndarray], *, quality: int = 95, icc_profile: bytes | None = None,
-                      exif: Image.Exif | None = None, compress_level: int = 6,
+                      exif: Image.Exif | None = None, compress_level: int = DEFAULT_PNG_LEVEL,
                       root: str | Path | None = None) -> None:
     """:func:`write_image` for an image that arrives as bands of rows, top to bottom.
 

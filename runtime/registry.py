@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from .errors import ModelNotFoundError, UsageError
 from .paths import models_dir
 
 __all__ = ["ModelEntry", "MODELS", "DEFAULT_MODEL", "models_dir", "resolve_model", "LPIPS_MODEL_FILE"]
@@ -21,6 +21,9 @@ class ModelEntry:
     name: str
     filename: str
     description: str
+    #: The registered model that ``--denoise 0`` means (its weights blend with this one's; ``--denoise 1`` is
+    #: this model): only for a model made for degraded photos, and the partner is one architecture with it.
+    denoise_partner: str | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -29,6 +32,8 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("srresnet", "srresnet_x4.onnx", "SRResNet-16 x4, L1-trained, PSNR-oriented (psnr preset)"),
         ModelEntry("srgan", "srgan_x4.onnx", "SRGAN x4, perceptual + adversarial fine-tune of SRResNet (default)"),
         ModelEntry("srcnn", "srcnn_x4.onnx", "SRCNN 9-1-5 x4 on bicubic input (classic baseline)"),
+        ModelEntry("real", "real_x4.onnx", "SRResNet-16 x4 for real photos: trained on JPEG, noise, blur and "
+                   "resizing (removes them; --denoise 0..1 blends toward srgan)", denoise_partner="srgan"),
     )
 }
 
@@ -41,12 +46,17 @@ _HOW_TO_GET = ("train and export it (cli.py train, then cli.py export), or pass 
                "to another x4 ONNX model")
 
 
-def resolve_model(name_or_path: str | Path) -> Path:
+def resolve_model(name_or_path: str | Path, *, denoise: float | None = None) -> Path:
     """Path of a registered model name, or of an ``.onnx`` file given by path.
 
+    ``denoise`` (0..1, only for a model with a ``denoise_partner``): the path of the weight blend
+    ``denoise`` x the model + (1 - ``denoise``) x its partner (:func:`runtime.blend.blend_models`, cached).
     Raises :class:`~runtime.errors.ModelNotFoundError` if the name is unknown or
-    the file does not exist; the message says how to get it.
+    the file does not exist (the message says how to get it), :class:`~runtime.errors.UsageError` for a
+    ``denoise`` the model does not take.
     """
+    if denoise is not None:
+        return _denoised(str(name_or_path), denoise)
     text = str(name_or_path)
     if text in MODELS:
         path = models_dir() / MODELS[text].filename
@@ -60,3 +70,16 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return path
     raise ModelNotFoundError(path, f"unknown model name; choose one of {', '.join(MODELS)} "
                                    "or give a path to an .onnx file")
+
+
+def _denoised(name: str, denoise: float) -> Path:
+    from .blend import blend_models
+
+    entry = MODELS.get(name)
+    takes = [e.name for e in MODELS.values() if e.denoise_partner]
+    if entry is None or entry.denoise_partner is None:
+        raise UsageError(f"--denoise works with the model(s) {', '.join(takes)} (made for degraded photos), "
+                         f"not {name!r}; drop --denoise or use -m {takes[0]}")
+    if not 0.0 <= denoise <= 1.0:
+        raise UsageError(f"--denoise must be between 0 and 1, got {denoise}")
+    return blend_models(resolve_model(name), resolve_model(entry.denoise_partner), denoise)

@@ -373,7 +373,7 @@ def test_real_presets_train_three_steps_and_record_the_model(tmp_path):
         assert len(rows) == 3 and all(r.split(",")[1] == str(phase) for r in rows)
         assert all(math.isfinite(v) for v in result.last_losses.values()) and "pixel" in result.last_losses
         saved = json.loads((tmp_path / run / "config.json").read_text())
-        assert saved["degradation"] == "real" and saved["arch"] == "span"
+        assert saved["degradation"] == "real" and saved["arch"] == "srresnet"
         assert saved["_resolved"]["degradation_params"] == want
         state = torch.load(tmp_path / run / GENERATOR_NAME, weights_only=True)
         assert state["degradation_params"] == want
