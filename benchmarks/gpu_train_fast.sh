@@ -18,7 +18,7 @@
 #   EXTRA (more train options, last wins: a CPU dry run uses
 #   EXTRA="--set batch=2 --set hr_patch=64 --set workers=0 --set log_every=1 --threads 1", PROBE=6, SECONDS 8).
 # On an H200 (10 min a command, ~12 min of device time in all): make the shard here first
-# (`python benchmarks/make_train_shard.py`, 9 MiB into the git-ignored shard/), then one run call with
+# (`python benchmarks/make_train_shard.py`: what fits beside the checkout, ~4 MiB in 2026-12, into the git-ignored shard/), then one run call with
 # carry ["shard"], timeout_s 590 and the command
 #   PYTHONUNBUFFERED=1 COPY_TO=$OUT benchmarks/gpu_train_fast.sh shard /tmp/runs 400 2>&1 | tee $OUT/gpu_train_fast.log
 # (SECONDS 400 leaves ~2 min of the command for start-up, the probe, validation and the SIGINT margin).

@@ -24,11 +24,11 @@ Layout of OUT (default ``shard/``, git-ignored)::
 
 Set5, Set14 and BSD100 (evaluation sets) are refused as training sets.
 
-The budget: a device run carries at most 64 MiB, *including the repository* (about 53 MiB of
-tracked files: models/ and checkpoints/), hence the 9 MiB default; the summary line prints what
-would travel when OUT is inside the checkout.
+The budget: a device run carries at most 64 MiB, *including the repository* (about 59 MiB of
+tracked files, mostly models/ and checkpoints/), so the default budget is what fits: 63 MiB less the
+checkout's files (4 MiB on 2026-12-02); the summary line prints what would travel when OUT is inside it.
 
-Usage: python benchmarks/make_train_shard.py [-o shard] [--max-mib 9] [--crop 192] [--format jpeg|png]
+Usage: python benchmarks/make_train_shard.py [-o shard] [--max-mib MIB] [--crop 192] [--format jpeg|png]
        [--sets T91,BSD200,BSDS500_test200,Photos] [--data-dir DIR] [--no-val]
 """
 from __future__ import annotations
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", type=Path, default=Path("shard"))
     ap.add_argument("--data-dir", type=Path, default=None, help="default: srgan.runtime.paths.data_dir()")
     ap.add_argument("--sets", default=",".join(TRAIN_SETS), help="training sets (folders of the data dir)")
-    ap.add_argument("--max-mib", type=float, default=9.0, help="byte budget of the whole shard, MiB")
+    ap.add_argument("--max-mib", type=float, default=None,
+                    help="byte budget of the whole shard, MiB (default: what fits beside the checkout in a device "
+                         "call's 64 MiB, less 1 MiB; 9 outside a checkout)")
     ap.add_argument("--crop", type=int, default=192, help="crop side, px (a multiple of 4)")
     ap.add_argument("--margin", type=int, default=8, help="px left out at each image border")
     ap.add_argument("--per-image", type=int, default=8, help="at most this many crops per image")
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     ap.add_argument("--no-val", action="store_true", help="do not pack Set5 into val/Set5")
     args = ap.parse_args(argv)
+    if args.max_mib is None:
+        checkout = checkout_root()
+        tree = _tree_mib(checkout) if checkout is not None else None
+        args.max_mib = 9.0 if tree is None else max(1.0, float(int(63.0 - tree)))
     root = args.data_dir or data_dir()
     sets = [s for s in args.sets.split(",") if s]
     _refuse_eval(sets, root)

@@ -191,8 +191,8 @@ def chroma_noise_ratio(a: np.ndarray, b: np.ndarray, scale: int) -> float:
     an x``scale`` network invents), and the squared residual is summed over the image cropped
     by ``scale``. Green/magenta speckle, which PSNR-Y, the lattice ratio and the colour shift
     do not see, raises it well above 1; luminance detail (equal in R, G, B) does not change
-    it; a soft result is below 1 (bicubic ~0.3-0.5). Gray vs gray is 1.0. Raises ValueError if
-    the sizes differ.
+    it; a soft result is below 1 (bicubic ~0.3-0.5). Gray vs gray is 1.0; a coloured result of
+    a gray HR is NaN (no ratio; means skip it). Raises ValueError if the sizes differ.
     """
     ca, cb = _chroma(a), _chroma(b)
     if ca.shape != cb.shape:
@@ -206,8 +206,9 @@ def chroma_noise_ratio(a: np.ndarray, b: np.ndarray, scale: int) -> float:
         return float((hp ** 2).sum())
 
     ea, eb = energy(ca), energy(cb)
-    if eb == 0:
-        return 1.0 if ea == 0 else float("inf")
+    floor = 1e-6 * ca.shape[0] * ca.shape[1]  # 1e-6 level^2 per pixel: no colour detail (a gray HR, in RGB too)
+    if eb <= floor:
+        return 1.0 if ea <= floor else float("nan")  # a ratio to no colour means nothing: left out of means
     return ea / eb
 
 

@@ -52,6 +52,10 @@ def test_chroma_ratio_flags_green_magenta_speckle_and_not_blur() -> None:
 def test_chroma_ratio_gray_and_shape_errors() -> None:
     gray = np.random.default_rng(2).random((40, 40, 1))
     assert chroma_noise_ratio(gray, gray, 4) == 1.0
+    gray_rgb = np.repeat(gray, 3, axis=2) * np.float64(1.0 + 1e-15)  # a gray HR stored as RGB (rounding-level chroma)
+    tinted = gray_rgb + np.random.default_rng(3).normal(0, 0.01, gray_rgb.shape)
+    assert chroma_noise_ratio(gray_rgb, gray_rgb, 4) == 1.0
+    assert np.isnan(chroma_noise_ratio(tinted, gray_rgb, 4))  # was ~1e27: undefined, left out of the means
     with pytest.raises(ValueError, match="shape"):
         chroma_noise_ratio(np.zeros((40, 40, 3)), np.zeros((40, 44, 3)), 4)
 

@@ -124,11 +124,11 @@ def _check_install(bindir: Path, site: Path, data: Path, tmp: Path) -> None:
             "XDG_CACHE_HOME": str(tmp / "xdg-cache")}
     py, srgan = str(bindir / "python"), str(bindir / "srgan")
 
-    # a base install: no torch (nor the other extras' modules), and one top-level package `srgan`
+    # a base install: no torch (nor the other extras' modules; onnx is base, for --denoise), one package `srgan`
     r = _run([py, "-c", "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None for m in "
               "('torch', 'onnx', 'matplotlib', 'srgan', 'srgan.cli', 'numpy', 'onnxruntime')}))"], work, env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"torch": False, "onnx": False, "matplotlib": False, "srgan": True,
+    assert json.loads(r.stdout) == {"torch": False, "onnx": True, "matplotlib": False, "srgan": True,
                                     "srgan.cli": True, "numpy": True, "onnxruntime": True}
     for generic in ("runtime", "trainer", "export", "cli", "cli.py"):
         assert not (site / generic).exists(), f"site-packages has a top-level {generic}"
@@ -143,6 +143,13 @@ def _check_install(bindir: Path, site: Path, data: Path, tmp: Path) -> None:
     assert report["counts"] == {"ok": 2, "skipped": 0, "failed": 0}
     assert Path(report["model"]) == site / "srgan" / "models" / "srgan_x4.onnx"
     assert sorted(p.name for p in (work / "out").glob("*.png")) == ["p0.png", "p1.png"]
+
+    # --denoise: the weight blend of the shipped real and srgan models, made once in the user's cache (no torch)
+    r = _run([srgan, "upscale", str(data / "photos"), "-o", "dn", "-m", "real", "--denoise", "0.5", "--json"],
+             work, env)
+    assert r.returncode == 0, r.stderr
+    assert Path(json.loads(r.stdout)["model"]).parent == tmp / "xdg-cache" / "srgan" / "blends"
+    assert len(list((work / "dn").glob("*.png"))) == 2
 
     for model in ("srgan", str(site / "srgan" / "models" / "srresnet_x4.onnx")):
         r = _run([srgan, "eval", model, "--data", str(data / "Set5"), "--json"], work, env)
