@@ -2,13 +2,13 @@
 # One prepared GPU continuation of the SPAN fast_psnr run, sized to a fixed time budget (issue "fast
 # generator", point 5; benchmarks/TRAINING.md).
 #
-# The run's full state (G, EMA, Adam, step 6,800) is committed at checkpoints/fast_psnr_run/; it is
+# The run's full state (G, EMA, Adam, step 9,800 on 2026-12-02; the script reads it) is committed at checkpoints/fast_psnr_run/; it is
 # copied to RUNS_DIR/fast_psnr and resumed (`cli.py train --resume --allow-changes`: the data, batch,
 # step count and schedule differ from the saved ones and are recorded in its config.json history) on
 # the shard that benchmarks/make_train_shard.py made, since ../shared/data does not travel. A short
 # probe (a throw-away resume of a copy) measures steps/s first; the continuation then gets
 # N = steps/s x SECONDS more steps, with the learning rate back at LR (a warm restart: the run ended
-# at 3.1e-5) and halved at 40/60/75/85/93 % of them, so the schedule ends inside the budget.
+# at 1.6e-5) and halved at 40/60/75/85/93 % of them, so the schedule ends inside the budget.
 # Set5 (SHARD/val/Set5, validation only) is scored with the EMA weights at each checkpoint.
 #
 # usage: benchmarks/gpu_train_fast.sh SHARD RUNS_DIR [SECONDS]
