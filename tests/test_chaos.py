@@ -678,7 +678,7 @@ def _batch_inputs(inp: Path, n: int) -> list[Path]:
 def test_batch_stopped_by_a_signal_prints_a_summary_and_leaves_no_partial_file(tiny, tiny_path: Path,
                                                                                 tmp_path: Path, sig, code) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
-    srcs = _batch_inputs(inp, 40)
+    srcs = _batch_inputs(inp, 300)  # enough that the batch cannot finish between the poll and the signal
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "upscale", str(inp), "-o", str(out), "-m",
                              str(tiny_path), "--device", "cpu", "--tile", "16"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
