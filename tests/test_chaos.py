@@ -679,9 +679,11 @@ def test_batch_stopped_by_a_signal_prints_a_summary_and_leaves_no_partial_file(t
                                                                                 tmp_path: Path, sig, code) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     srcs = _batch_inputs(inp, 300)  # enough that the batch cannot finish between the poll and the signal
+    # as a foreground command gets it: a shell's background job (a CI runner's, say) inherits SIGINT ignored
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "upscale", str(inp), "-o", str(out), "-m",
                              str(tiny_path), "--device", "cpu", "--tile", "16"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait(lambda: out.is_dir() and len(finished(out)) >= 2, 60, "some outputs")
         proc.send_signal(sig)
@@ -700,7 +702,7 @@ def test_batch_stopped_by_a_signal_prints_a_summary_and_leaves_no_partial_file(t
 
 def test_batch_killed_then_rerun_writes_every_file_once(tiny, tiny_path: Path, tmp_path: Path) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
-    srcs = _batch_inputs(inp, 30)
+    srcs = _batch_inputs(inp, 300)  # a batch of 30 tiny files ends in ~0.4 s: before the kill
     rng = np.random.default_rng(5)
     for _ in range(2):
         proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "upscale", str(inp), "-o", str(out), "-m",
@@ -708,7 +710,9 @@ def test_batch_killed_then_rerun_writes_every_file_once(tiny, tiny_path: Path, t
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             have = len(finished(out)) if out.is_dir() else 0
-            _wait(lambda have=have: out.is_dir() and len(finished(out)) > have, 60, "progress")
+            _wait(lambda have=have, proc=proc: out.is_dir() and len(finished(out)) > have or proc.poll() is not None,
+                  60,
+                  "progress")
             time.sleep(float(rng.uniform(0, 0.5)))
             proc.kill()
             proc.communicate()
