@@ -79,9 +79,11 @@ OutputFormat = enum.Enum("OutputFormat", {name: name for name in FORMATS}, type=
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help=f"model name ({', '.join(MODELS)}) or path to an .onnx file",
     autocompletion=lambda: list(MODELS))]
+_DENOISE = {e.name: e.denoise_partner for e in MODELS.values() if e.denoise_partner}
 DenoiseOpt = Annotated[float | None, typer.Option(
-    "--denoise", min=0.0, max=1.0, help="0..1, for -m real only: how much JPEG blocks, noise and blur are removed "
-    "(1 = the real model; 0 = srgan, which keeps them; in between a weight blend, made once and cached)")]
+    "--denoise", min=0.0, max=1.0, help="0..1, only for " + ", ".join(f"-m {m} (0 = {p})" for m, p in _DENOISE.items())
+    + ": how much JPEG blocks, noise and blur are removed; 1 = the model itself, in between a weight blend of the "
+    "two, made once and cached")]
 TileOpt = Annotated[int, typer.Option("--tile", min=0, max=16384,
                                       help="tile side in LR pixels; 0 = whole image at once")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA if onnxruntime-gpu sees a GPU, else CPU")]

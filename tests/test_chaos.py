@@ -710,9 +710,10 @@ def test_batch_killed_then_rerun_writes_every_file_once(tiny, tiny_path: Path, t
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             have = len(finished(out)) if out.is_dir() else 0
-            _wait(lambda have=have, proc=proc: out.is_dir() and len(finished(out)) > have or proc.poll() is not None,
-                  60,
-                  "progress")
+            def progressed(have: int = have, proc: subprocess.Popen = proc) -> bool:
+                return proc.poll() is not None or (out.is_dir() and len(finished(out)) > have)
+
+            _wait(progressed, 60, "progress")
             time.sleep(float(rng.uniform(0, 0.5)))
             proc.kill()
             proc.communicate()
