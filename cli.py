@@ -900,7 +900,10 @@ def bench_quality_cmd(
         help="dataset folders with HR/ (+ LR_bicubic_x4/); default Set5, Set14, BSD100 under the data "
              "folder ($SRGAN_DATA_DIR)")] = None,
     output: BenchOutOpt = Path("runs/bench"),
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help=f"model name ({', '.join(MODELS)}) or path to an .onnx file, repeatable: every model, "
+        f"bicubic and the peers are timed image by image in turn [default: {DEFAULT_MODEL}]", show_default=False,
+        autocompletion=lambda: list(MODELS))] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="score only bicubic and the peers")] = False,
     peer: Annotated[list[PeerChoice] | None, typer.Option(
         "--peer", help="peer to compare, repeatable (all = every one that loads)", show_default=False)] = None,
@@ -919,15 +922,19 @@ def bench_quality_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """PSNR / SSIM (Y, border 4), LPIPS and speed of the model, bicubic and peers on the same LR images."""
+    """PSNR / SSIM (Y, border 4), LPIPS and speed of the models, bicubic and peers on the same LR images."""
     from srgan.runtime.api import load
     from srgan.runtime.bench import quality_markdown, write_quality
+    from srgan.runtime.errors import UsageError
     from srgan.runtime.quality import run_quality
 
     _setup_logging(verbose)
-    sr_model = None if no_model else load(model, device=device.value, threads=threads, engine=engine.value,
-                                          precision=precision.value)
-    report = run_quality(datasets, model=sr_model, peers=[p.value for p in peer or []], peers_dir=peers_dir,
+    if no_model and model:
+        raise UsageError("--no-model and --model exclude each other; drop one")
+    names = [] if no_model else list(dict.fromkeys(model or [DEFAULT_MODEL]))
+    sr_models = [load(name, device=device.value, threads=threads, engine=engine.value, precision=precision.value)
+                 for name in names]
+    report = run_quality(datasets, models=sr_models, peers=[p.value for p in peer or []], peers_dir=peers_dir,
                          lpips=lpips, tile=tile, device=device.value, threads=threads,
                          progress=None if quiet or json_ else lambda text: typer.echo(text, err=True))
     written = write_quality(report, output)

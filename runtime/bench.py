@@ -493,7 +493,8 @@ def read_quality_rows(path: str | Path) -> list[QualityRow]:
 def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upscale], *, scale: int = 4,
                   lpips: grids.LpipsFn | None = None,
                   progress: Callable[[str], None] | None = None) -> QualityReport:
-    """Run and score every method on every sample; each method is warmed up once before timing.
+    """Run and score every method on every sample; each method is warmed up once before timing, then
+    the methods take turns image by image, so a change in the machine's load falls on all alike.
 
     ``methods``: name -> :data:`Upscale` (all get the same LR pixels).
     ``lpips``: a scorer (see :class:`runtime.lpips.LpipsOnnx`), or None for
@@ -505,10 +506,11 @@ def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upsca
     if not samples:
         raise UsageError("no images to benchmark")
     machine = machine_info()  # the start of the run; the end is added below
-    for name, upscale in methods.items():
-        first = samples[0].lr
+    first = samples[0].lr
+    for upscale in methods.values():
         upscale(first[: min(32, first.shape[0]), : min(32, first.shape[1])])  # sessions, caches, thread pools
-        for s in samples:
+    for s in samples:
+        for name, upscale in methods.items():
             t0 = time.perf_counter()
             sr = upscale(s.lr)
             seconds = time.perf_counter() - t0

@@ -21,12 +21,13 @@ __all__ = ["run_quality"]
 
 
 
-def run_quality(datasets: Sequence[str | Path] | None = None, *, model: SRModel | None, peers: Sequence[str] = (),
+def run_quality(datasets: Sequence[str | Path] | None = None, *, models: Sequence[SRModel] = (),
+                peers: Sequence[str] = (),
                 peers_dir: str | Path | None = None, lpips: str | Path | None = None, tile: int = DEFAULT_TILE,
                 device: str = "auto", threads: int = 0,
                 progress: Callable[[str], None] | None = None) -> QualityReport:
-    """What ``srgan bench quality`` runs: ``model`` (a loaded one, or None for bicubic and peers only),
-    MATLAB bicubic and the ``peers`` on the same LR images of each dataset folder.
+    """What ``srgan bench quality`` runs: the loaded ``models`` (none: bicubic and peers only), MATLAB
+    bicubic and the ``peers`` on the same LR images of each dataset folder, timed image by image in turn.
 
     ``datasets``: folders (None = Set5, Set14 and BSD100 under :func:`runtime.paths.data_dir`,
     ``$SRGAN_DATA_DIR``). ``peers``: names of :data:`runtime.peers.PEERS`, or ``all`` for
@@ -34,8 +35,8 @@ def run_quality(datasets: Sequence[str | Path] | None = None, *, model: SRModel 
     peer named explicitly must load. ``lpips``: an LPIPS ONNX file (None = the shipped one
     when present). ``tile``: the model's LR tile side (0 = whole image).
 
-    Raises :class:`~runtime.errors.UsageError` (unknown peer, no datasets),
-    :class:`~runtime.peers.PeerUnavailableError` for a named peer that cannot load.
+    Raises :class:`~runtime.errors.UsageError` (unknown peer, no datasets, models of different scales
+    or of one file name), :class:`~runtime.peers.PeerUnavailableError` for a named peer that cannot load.
     """
     from .bench import bench_quality, load_dataset
     from .evaluation import DEFAULT_SETS, default_sets
@@ -55,11 +56,17 @@ def run_quality(datasets: Sequence[str | Path] | None = None, *, model: SRModel 
     methods: dict[str, Upscale] = {}
     descriptions: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    scale = 4
-    if model is not None:
-        if model.scale != 4 and names:
-            raise PeerUnavailableError(f"the peers are x4 but {model.path.name} is x{model.scale}")
-        scale = model.scale
+    scales = {m.scale for m in models} or {4}
+    if len(scales) > 1:
+        raise UsageError("the models' scales differ (" + ", ".join(f"{m.path.name} x{m.scale}" for m in models)
+                         + "); compare models of one scale")
+    scale = scales.pop()
+    if scale != 4 and names:
+        raise PeerUnavailableError(f"the peers are x4 but {models[0].path.name} is x{scale}")
+    for model in models:
+        if model.path.stem in methods:
+            raise UsageError(f"two models are named {model.path.stem}; rename one file")
+
         def run_model(lr: np.ndarray, m: SRModel = model) -> np.ndarray:
             return upscale_image(lr, m, tile=tile)
 

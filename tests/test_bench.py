@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_quality_end_to_end(tiny, dataset: Path, tmp_path: Path) -> None:
     samples = load_dataset(dataset)
     methods = {"tiny": lambda lr: upscale_image(lr, tiny, tile=0), "bicubic": lambda lr: bicubic_baseline(lr, 4)}
     report = bench_quality([samples], methods)
-    assert [(r.method, r.image) for r in report.rows] == [(m, n) for m in methods for n in ("a.png", "b.png", "g.png")]
+    assert [(r.method, r.image) for r in report.rows] == [(m, n) for n in ("a.png", "b.png", "g.png") for m in methods]
     for r in report.rows:
         s = next(s for s in samples if s.name == r.image)
         sr = methods[r.method](s.lr)
@@ -202,6 +203,32 @@ def test_cli_bench_quality_with_a_peer_folder(model_dir: Path, dataset: Path, tm
     assert r.exit_code == 2 and "'nope' is not one of" in r.output
     r = runner.invoke(cli.app, [*base, "--peer", "esrgan-thick"])
     assert r.exit_code == 2 and "upscalerjs-esrgan-thick-x4.onnx not found" in r.output
+
+
+def test_cli_bench_quality_several_models_take_turns(model_dir: Path, dataset: Path, tmp_path: Path) -> None:
+    """`-m` repeats: every model is scored, and the methods take turns image by image (a load change falls on all)."""
+    twin = tmp_path / "twin_x4.onnx"
+    shutil.copyfile(model_dir / "tiny_x4.onnx", twin)
+    out = tmp_path / "out"
+    base = ["bench", "quality", str(dataset), "-o", str(out), "--device", "cpu"]
+    r = runner.invoke(cli.app, [*base, "-m", str(model_dir / "tiny_x4.onnx"), "-m", str(twin)])
+    assert r.exit_code == 0, r.output
+    assert "| tiny_x4 |" in r.stdout and "| twin_x4 |" in r.stdout and "| bicubic |" in r.stdout
+    rows = list(csv.DictReader(open(out / "quality_per_image.csv")))
+    images = sorted({row["image"] for row in rows})
+    assert len(images) >= 2 and len(rows) == 3 * len(images)
+    assert [row["method"] for row in rows[:6]] == ["tiny_x4", "twin_x4", "bicubic"] * 2  # turns, not blocks
+    assert len({row["image"] for row in rows[:3]}) == 1
+    by = {(row["method"], row["image"]): float(row["psnr_y"]) for row in rows}
+    assert all(by[("tiny_x4", i)] == by[("twin_x4", i)] for i in images)  # the same net gives the same scores
+
+    r = runner.invoke(cli.app, [*base, "-m", str(twin), "--no-model"])
+    assert r.exit_code == 2 and "exclude each other" in r.output
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(twin, other / "twin_x4.onnx")
+    r = runner.invoke(cli.app, [*base, "-m", str(twin), "-m", str(other / "twin_x4.onnx")])
+    assert r.exit_code == 2 and "two models are named twin_x4" in r.output
 
 
 def test_cli_bench_latency(tiny_path: Path, tmp_path: Path) -> None:
