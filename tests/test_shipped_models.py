@@ -10,20 +10,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import onnx
 import pytest
 
 from srgan.runtime.api import evaluate, load
-from srgan.runtime.registry import MODELS, resolve_model
+from srgan.runtime.registry import MODELS
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_shipped_model_matches_its_recorded_set5_numbers(name: str, shared: Path) -> None:
-    path = resolve_model(name)
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    assert int(meta["scale"]) == 4 and int(meta["receptive_radius"]) > 0
-    recorded = json.loads(meta["quality"])["Set5"]["model"]
     model = load(name, device="cpu", threads=2, precision="fp32")
+    assert model.scale == 4 and model.radius_known and model.receptive_radius > 0
+    recorded = json.loads(model.metadata["quality"])["Set5"]["model"]
     means = evaluate(model, shared / "data" / "Set5", device="cpu", threads=2).sets[0].means
     assert means["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=0.01)
     assert means["lpips"] == pytest.approx(recorded["lpips"], abs=0.002)
