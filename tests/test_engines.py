@@ -263,3 +263,59 @@ def test_engine_matmul_peaks_are_measured() -> None:
         assert 0.1 < engine_matmul_gflops(engine, precision, 1, n=256, runs=3) < 1e5
     with pytest.raises(EngineError):
         engine_matmul_gflops("onnxruntime", "bf16", 1, n=64)
+
+
+# ---------------------------------------------------------------- the phase-tail rewrite
+
+def _shuffle_then_conv(path: Path, *, s: int, mode: str, k: int, out: int = 3, channels: int = 5,
+                       stride: int = 1) -> Path:
+    """lr -> Conv1x1(3 -> s*s*C) -> DepthToSpace(s, mode) -> PRelu(C slopes) -> Conv(k x k, C -> out) + bias."""
+    rng = np.random.default_rng(k + s)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (s * s * channels, 3, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.uniform(-0.5, 0.5, (channels, 1, 1)).astype(np.float32), "slope"),
+             numpy_helper.from_array(rng.normal(0, 0.2, (out, channels, k, k)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, out).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Conv", ["lr", "w1"], ["a"]),
+             helper.make_node("DepthToSpace", ["a"], ["b"], blocksize=s, mode=mode),
+             helper.make_node("PRelu", ["b", "slope"], ["c"]),
+             helper.make_node("Conv", ["c", "w2", "b2"], ["sr"], pads=[k // 2] * 4, strides=[stride] * 2)]
+    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("lr", TensorProto.FLOAT,
+                                                                            ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("sr", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("s", "mode", "k"), [(2, "CRD", 9), (2, "DCR", 9), (2, "CRD", 3), (3, "CRD", 5),
+                                              (2, "CRD", 1)])
+def test_phase_tail_rewrite_keeps_the_function(tmp_path: Path, s: int, mode: str, k: int) -> None:
+    """The last conv moved before the pixel shuffle computes the same image (fp32, vs onnxruntime on the
+    original graph), at the border too, for either DepthToSpace order, several block sizes and kernels."""
+    import openvino as ov
+    import onnxruntime as ort
+
+    from srgan.runtime.rewrite import phase_tail
+
+    path = _shuffle_then_conv(tmp_path / "m.onnx", s=s, mode=mode, k=k)
+    x = np.random.default_rng(2).random((1, 3, 11, 7), dtype=np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    core = ov.Core()
+    model = core.read_model(str(path))
+    assert phase_tail(model)
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    assert [tuple(op.get_output_partial_shape(0)[1:2].to_shape()) for op in convs][-1] == (3 * s * s,)
+    got = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer([x])[0]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_phase_tail_leaves_other_graphs_alone(tmp_path: Path) -> None:
+    import openvino as ov
+
+    from srgan.runtime.rewrite import phase_tail
+
+    core = ov.Core()
+    for path in (_shuffle_then_conv(tmp_path / "stride.onnx", s=2, mode="CRD", k=3, stride=2),
+                 _shuffle_then_conv(tmp_path / "wide.onnx", s=2, mode="CRD", k=3, out=16),
+                 ROOT / "models" / "fast_psnr_x4.onnx", ROOT / "models" / "srcnn_x4.onnx"):
+        assert not phase_tail(core.read_model(str(path))), path.name
