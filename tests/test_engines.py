@@ -291,8 +291,8 @@ def _shuffle_then_conv(path: Path, *, s: int, mode: str, k: int, out: int = 3, c
 def test_phase_tail_rewrite_keeps_the_function(tmp_path: Path, s: int, mode: str, k: int) -> None:
     """The last conv moved before the pixel shuffle computes the same image (fp32, vs onnxruntime on the
     original graph), at the border too, for either DepthToSpace order, several block sizes and kernels."""
-    import openvino as ov
     import onnxruntime as ort
+    import openvino as ov
 
     from srgan.runtime.rewrite import phase_tail
 
