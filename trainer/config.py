@@ -37,6 +37,8 @@ class TrainConfig:
                                             # real (per-sample blur/resize/noise/JPEG x2: trainer.degradations.REAL)
     workers: int = 2
     augment: bool = True                    # flips + 90-degree rotations
+    init_partial: bool = False              # --init: load only the layers with the same name and shape (the
+                                            # rest start fresh; both lists are logged), e.g. a new upsampler
     # schedule (steps are the unit; an epoch = ceil(n_images / batch) steps, printed at start)
     steps: int = 10000                      # total steps (phase 1 + phase 2)
     epochs: float | None = None             # if set, total = epochs x epoch steps (an explicit --steps clears it)

@@ -221,6 +221,11 @@ GENERATORS: dict[str, ArchSpec] = {
     "span-rep": ArchSpec(SPAN, "SPAN trained with re-parameterisable Conv3XC convs (exported collapsed)",
                          lambda c: dict(scale=c.scale, channels=c.channels, blocks=c.blocks, rep=True),
                          _deploy_span),
+    "span-nearest": ArchSpec(SPAN, "SPAN body with a resize-then-convolve upsampler (nearest x2 + conv per step): "
+                                   "no per-phase weights, so no pixel-lattice pattern under perceptual losses",
+                             lambda c: dict(scale=c.scale, channels=c.channels, blocks=c.blocks, rep=False,
+                                            upsampler="nearest"),
+                             _deploy_span),
 }
 
 

@@ -16,6 +16,13 @@ equivariant with a finite receptive radius, as the exact tiler needs):
   before the shuffle, the LR input repeated scale^2 times is added: a nearest-neighbour
   "anchor" skip (Du et al., "Anchor-based Plain Net for Mobile Image Super-Resolution",
   CVPRW 2021), so the network only learns the residual; it costs one add per output pixel.
+* ``upsampler="nearest"`` (this project's variant, not the paper's): instead of the tail and
+  the shuffle, a 3x3 conv to ``up_channels`` features, then per factor of the scale (2s, then
+  3s) a nearest-neighbour upsampling and a 3x3 conv + LeakyReLU(0.2) at the new resolution, and
+  a 3x3 conv to RGB; the nearest-upsampled LR is the anchor. Resize-then-convolve (Odena et al.,
+  "Deconvolution and Checkerboard Artifacts", Distill 2016) has no per-phase weights, so it
+  cannot paint a fixed pattern on the x``scale`` pixel lattice, which the pixel shuffle learned
+  under the perceptual loss (TRAINING.md, fast_gan3). Costs ~40 K more multiply-adds per LR pixel.
 
 Re-parameterisation (the paper's Conv3XC): with ``rep=True`` every 3x3 conv trains in an
 expanded form, 1x1 (C_in -> g*C_in) -> 3x3 (g*C_in -> g*C_out) -> 1x1 (g*C_out -> C_out)
@@ -35,7 +42,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SPAN", "RepConv3"]
+__all__ = ["SPAN", "RepConv3", "UPSAMPLERS"]
+
+UPSAMPLERS = ("shuffle", "nearest")
+
+
+def _factors(scale: int) -> list[int]:
+    """``scale`` as 2s then 3s (4 -> [2, 2], 6 -> [2, 3]); [] when it has another prime factor."""
+    out, rest = [], scale
+    for f in (2, 3):
+        while rest % f == 0:
+            out.append(f)
+            rest //= f
+    return out if rest == 1 else []
 
 
 def _bias(conv: nn.Conv2d) -> torch.Tensor:
@@ -107,21 +126,32 @@ class SPAN(nn.Module):
     """
 
     def __init__(self, *, scale: int = 4, channels: int = 48, blocks: int = 6, rep: bool = True,
-                 rep_gain: int = 2, in_channels: int = 3):
+                 rep_gain: int = 2, in_channels: int = 3, upsampler: str = "shuffle", up_channels: int = 16):
         super().__init__()
-        if scale < 2 or channels < 1 or blocks < 2 or rep_gain < 1 or in_channels < 1:
-            raise ValueError(f"SPAN needs scale >= 2, channels >= 1, blocks >= 2, rep_gain >= 1; got scale={scale}, "
-                             f"channels={channels}, blocks={blocks}, rep_gain={rep_gain}")
+        factors = _factors(scale)
+        if (scale < 2 or channels < 1 or blocks < 2 or rep_gain < 1 or in_channels < 1 or up_channels < 1
+                or upsampler not in UPSAMPLERS or (upsampler == "nearest" and not factors)):
+            raise ValueError(f"SPAN needs scale >= 2 (a product of 2s and 3s for the nearest upsampler), channels >= 1, "
+                             f"blocks >= 2, rep_gain >= 1, up_channels >= 1, upsampler in {UPSAMPLERS}; got "
+                             f"scale={scale}, channels={channels}, blocks={blocks}, rep_gain={rep_gain}, "
+                             f"up_channels={up_channels}, upsampler={upsampler!r}")
         self.hparams: dict[str, Any] = dict(scale=scale, channels=channels, blocks=blocks, rep=rep, rep_gain=rep_gain,
-                            in_channels=in_channels)
+                            in_channels=in_channels, upsampler=upsampler, up_channels=up_channels)
         self.scale = scale
         # Registration order = forward order along the longest path (export/receptive.py walks it).
         self.head = _conv3(in_channels, channels, rep, rep_gain)
         self.blocks = nn.ModuleList(_SPAB(channels, rep, rep_gain) for _ in range(blocks))
         self.trunk = _conv3(channels, channels, rep, rep_gain)
         self.fuse = nn.Conv2d(4 * channels, channels, 1)
-        self.tail = nn.Conv2d(channels, in_channels * scale * scale, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(scale)
+        if upsampler == "shuffle":
+            self.tail = nn.Conv2d(channels, in_channels * scale * scale, 3, padding=1)
+            self.shuffle = nn.PixelShuffle(scale)
+        else:
+            self.up_in = nn.Conv2d(channels, up_channels, 3, padding=1)
+            self.up = nn.Sequential(*(layer for f in factors for layer in (
+                nn.Upsample(scale_factor=f, mode="nearest"), nn.Conv2d(up_channels, up_channels, 3, padding=1),
+                nn.LeakyReLU(0.2))))
+            self.up_out = nn.Conv2d(up_channels, in_channels, 3, padding=1)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         f0 = self.head(lr)
@@ -131,6 +161,8 @@ class SPAN(nn.Module):
             o = block(o)
             outs.append(o)
         feat = self.fuse(torch.cat([f0, outs[0], outs[-2], self.trunk(outs[-1])], dim=1))
+        if self.hparams["upsampler"] == "nearest":
+            return self.up_out(self.up(self.up_in(feat))) + F.interpolate(lr, scale_factor=self.scale, mode="nearest")
         n, c, h, w = lr.shape
         s2 = self.scale * self.scale
         anchor = lr.unsqueeze(2).expand(n, c, s2, h, w).reshape(n, c * s2, h, w)

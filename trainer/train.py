@@ -42,7 +42,7 @@ from torch import nn
 from srgan.runtime.errors import DeviceError, SRGANError
 from srgan.runtime.imageio import atomic_write
 
-from .checkpoint import FORMAT_VERSION, generator_weights, load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT_VERSION, CheckpointError, generator_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
 from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
@@ -269,7 +269,15 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
             D = D.to(memory_format=torch.channels_last)
     if init_from is not None:
         init = load_checkpoint(init_from)
-        G.load_state_dict(generator_weights(init)[0])
+        weights = generator_weights(init)[0]
+        if cfg.init_partial:
+            own = G.state_dict()
+            weights = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+            if not weights:
+                raise CheckpointError(f"--init {init_from}: no layer matches {cfg.arch} by name and shape")
+            fresh = sorted(k for k in own if k not in weights)
+            log.info("init_partial: %d tensors loaded from %s; fresh: %s", len(weights), init_from, fresh or "none")
+        G.load_state_dict(weights, strict=not cfg.init_partial)
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
     ema = copy.deepcopy(G).eval() if cfg.ema_decay > 0 else None
     if ema is not None:
