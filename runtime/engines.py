@@ -212,10 +212,33 @@ def _infer(request: Any, *arrays: np.ndarray, share_outputs: bool = False) -> li
     return [result[i] for i in range(len(result))]
 
 
-def _ov_core() -> Any:
-    import openvino as ov
+def _import_openvino() -> Any:
+    """``import openvino``, without its model converter (``openvino.tools.ovc``).
 
-    return ov.Core()
+    ``openvino/__init__`` imports the converter inside ``try/except ImportError`` only to offer
+    ``openvino.convert_model``; the converter's import (its CLI parser, and its telemetry set-up)
+    is ~0.1-0.2 s of every CLI run, and the runtime never converts (the CPU plugin reads ONNX
+    itself). A ``None`` in ``sys.modules`` makes that one import fail fast, as the package
+    allows; the entry is removed afterwards, so ``import openvino.tools.ovc`` still works.
+    Raises ImportError when openvino is not installed.
+    """
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = "openvino.tools.ovc" not in sys.modules
+    if blocked:
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    finally:
+        if blocked:
+            del sys.modules["openvino.tools.ovc"]
+    return openvino
+
+
+def _ov_core() -> Any:
+    return _import_openvino().Core()
 
 
 def cpu_supports(precision: str) -> bool:
@@ -230,7 +253,7 @@ def cpu_supports(precision: str) -> bool:
 
 
 def _ov_info(ports: list[Any]) -> list[TensorInfo]:
-    import openvino as ov
+    ov = _import_openvino()
 
     types = {ov.Type.f32: np.float32, ov.Type.f16: np.float16}
     out = []
@@ -249,20 +272,21 @@ def _ov_metadata(model: Any) -> dict[str, str]:
     return {str(k): v.astype(str) for k, v in dict(info["framework"]).items()}
 
 
-def _split_models(core: Any, path: Path, split: Split) -> tuple[Any, Any] | None:
-    """(body, tail) OpenVINO models cut at ``split.tensor``, or None if the graph has no such tensor."""
-    import openvino as ov
+def _split_models(model: Any, split: Split) -> tuple[Any, Any] | None:
+    """(body, tail) OpenVINO models cut at ``split.tensor`` from copies of ``model`` (left as it is),
+    or None if the graph has no such tensor."""
+    ov = _import_openvino()
 
     def find(model: Any) -> Any:
         return next((o for op in model.get_ordered_ops() for o in op.outputs() if split.tensor in o.get_names()),
                     None)
 
-    whole = core.read_model(str(path))
+    whole = model.clone()
     cut = find(whole)
     if cut is None:
         return None
     body = ov.Model([cut], whole.get_parameters(), "body")
-    rest = core.read_model(str(path))
+    rest = model.clone()
     cut = find(rest)
     features = ov.opset13.parameter(cut.get_partial_shape(), cut.get_element_type(), name="features")
     for target in list(cut.get_target_inputs()):
@@ -294,7 +318,7 @@ def _open_ov(path: Path, device: str, threads: int, precision: str,
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     cut = read_split(metadata) if split and metadata.get("scale", "").isdigit() else None
-    parts = _split_models(core, path, cut) if cut is not None else None
+    parts = _split_models(model, cut) if cut is not None else None
     phase_tail(parts[1] if parts is not None else model)  # same function, cheaper last conv (runtime.rewrite)
     try:  # a split model runs as body + tail only: the whole graph is not compiled
         halves = None if parts is None or cut is None else \
@@ -314,7 +338,7 @@ def _open_ov(path: Path, device: str, threads: int, precision: str,
 
 def _openvino_imports() -> bool:
     try:
-        import openvino  # noqa: F401
+        _import_openvino()
     except ImportError:
         return False
     return True

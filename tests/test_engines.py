@@ -319,3 +319,20 @@ def test_phase_tail_leaves_other_graphs_alone(tmp_path: Path) -> None:
                  _shuffle_then_conv(tmp_path / "wide.onnx", s=2, mode="CRD", k=3, out=16),
                  ROOT / "models" / "fast_psnr_x4.onnx", ROOT / "models" / "srcnn_x4.onnx"):
         assert not phase_tail(core.read_model(str(path))), path.name
+
+
+def test_openvino_session_skips_the_converter_import_but_leaves_it_importable() -> None:
+    """The runtime imports openvino without its model converter (openvino.tools.ovc: ~0.1-0.2 s and a
+    telemetry set-up per CLI run), and a caller can still import the converter afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from srgan.runtime.engines import open_session\n"
+            f"s = open_session({str(ROOT / 'models' / 'srcnn_x4.onnx')!r}, engine='openvino', precision='fp32', "
+            "threads=1)\n"
+            "print(s.engine, 'openvino.tools.ovc' in sys.modules)\n"
+            "import openvino.tools.ovc\n"
+            "print(callable(openvino.tools.ovc.convert_model))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["openvino", "False", "True"], out.stderr

@@ -117,7 +117,8 @@ def test_fast_presets_round_trip(tmp_path: Path) -> None:
 
 
 def _save_tiny(model: SPAN, path: Path) -> Path:
-    save_checkpoint({"format_version": 1, "arch": "span-rep" if model.hparams["rep"] else "span",
+    arch = "span-nearest" if model.hparams["upsampler"] == "nearest" else "span-rep" if model.hparams["rep"] else "span"
+    save_checkpoint({"format_version": 1, "arch": arch,
                      "hparams": model.hparams, "g": model.state_dict(), "g_ema": None, "step": 3, "phase": 1,
                      "warmup_steps": 0, "config": {"preset": "tiny"}, "content_loss": None, "train_images": 1},
                     path)
@@ -170,3 +171,71 @@ def test_three_step_train_smoke_and_resume(tmp_path: Path) -> None:
     assert isinstance(g, SPAN) and state["arch"] == "span" and state["step"] == 3
     more = train(dataclasses.replace(cfg, steps=5), [data], tmp_path / "run", resume=True, device="cpu")
     assert more.step == 5 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 5
+
+
+def test_nearest_upsampler_anchor_radius_and_no_phase_weights() -> None:
+    """upsampler="nearest": with the output conv silenced the result is the nearest-upsampled LR; the
+    derived receptive radius is what the perturbation measures; a constant input gives a constant
+    output (no weight belongs to one sub-pixel phase, so no pattern on the x4 lattice)."""
+    torch.manual_seed(3)
+    m = _randomised(SPAN(scale=4, channels=6, blocks=2, rep=False, upsampler="nearest", up_channels=4))
+    assert not hasattr(m, "shuffle") and m.hparams["upsampler"] == "nearest"
+    derived = receptive_radius(m)
+    assert derived == measure_receptive_radius(m, derived) == 3 * 2 + 3 + 1  # + the LR conv; the HR convs stay inside the cell
+    x = torch.full((1, 3, 40, 40), 0.4)
+    with torch.no_grad():
+        y = m(x)[:, :, 60:100, 60:100]  # beyond the receptive radius from the zero-padded border
+        assert torch.allclose(y, y[:, :, :1, :1].expand_as(y), atol=1e-6)
+        m.up_out.weight.zero_()
+        m.up_out.bias.zero_()
+        x = torch.rand(1, 3, 5, 6)
+        assert torch.equal(m(x), x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3))
+    with pytest.raises(ValueError, match="upsampler"):
+        SPAN(upsampler="bilinear")
+    with pytest.raises(ValueError, match="products? of 2s and 3s"):
+        SPAN(scale=5, upsampler="nearest")
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_nearest_upsampler_exports_and_tiles_exactly(tmp_path: Path, engine: str) -> None:
+    from srgan.runtime.pipeline import upscale_image
+    from srgan.runtime.session import load_model
+
+    torch.manual_seed(4)
+    m = _randomised(SPAN(scale=4, channels=8, blocks=2, rep=False, upsampler="nearest", up_channels=4))
+    report = export_generator(_save_tiny(m, tmp_path / "run" / "generator.pt"), tmp_path / "near.onnx",
+                              real_images=[])
+    assert report.receptive_radius == report.measured_radius == 10 and report.parity.max_abs < 1e-4
+    model = load_model(report.path, device="cpu", threads=1, engine=engine, precision="fp32")
+    img = (np.random.default_rng(1).random((37, 41, 3)) * 255).astype(np.uint8)
+    whole = upscale_image(img, model, tile=0, max_memory=None)
+    assert whole.shape == (148, 164, 3)
+    assert np.array_equal(whole, upscale_image(img, model, tile=12, max_memory=None))
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "T91").is_dir(), reason="needs ../shared/data/T91")
+def test_init_partial_loads_the_matching_layers_and_refuses_without_it(tmp_path: Path) -> None:
+    """A span checkpoint starts a span-nearest run only with init_partial: the body comes from the
+    checkpoint (lr 0 keeps it), the upsampler is fresh; without the key the error names the fix."""
+    from PIL import Image
+
+    from srgan.trainer.checkpoint import CheckpointError
+    from srgan.trainer.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted((SHARED / "data" / "T91").rglob("*.png"))[:2]:
+        with Image.open(src) as im:
+            im.convert("RGB").crop((0, 0, 64, 64)).save(data / src.name)
+    torch.manual_seed(5)
+    init = _save_tiny(_randomised(SPAN(scale=4, channels=8, blocks=2, rep=False)), tmp_path / "init" / "g.pt")
+    cfg = dataclasses.replace(preset("fast-psnr"), arch="span-nearest", channels=8, blocks=2, hr_patch=32, batch=2,
+                              steps=1, workers=0, checkpoint_every=1, log_every=1, lr_milestones=(), lr_g=0.0,
+                              ema_decay=0.0)
+    with pytest.raises(CheckpointError, match="init_partial=true"):
+        train(cfg, [data], tmp_path / "strict", device="cpu", init_from=init)
+    train(dataclasses.replace(cfg, init_partial=True), [data], tmp_path / "run", device="cpu", init_from=init)
+    got = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["g"]
+    want = load_checkpoint(init)["g"]
+    assert torch.equal(got["head.weight"], want["head.weight"]) and torch.equal(got["fuse.bias"], want["fuse.bias"])
+    assert "tail.weight" not in got and "up_out.weight" in got

@@ -277,7 +277,12 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
                 raise CheckpointError(f"--init {init_from}: no layer matches {cfg.arch} by name and shape")
             fresh = sorted(k for k in own if k not in weights)
             log.info("init_partial: %d tensors loaded from %s; fresh: %s", len(weights), init_from, fresh or "none")
-        G.load_state_dict(weights, strict=not cfg.init_partial)
+        try:
+            G.load_state_dict(weights, strict=not cfg.init_partial)
+        except RuntimeError as e:  # missing / unexpected / mis-shaped tensors
+            raise CheckpointError(f"--init {init_from} ({init.get('arch')}) does not fit {cfg.arch} with these "
+                                  f"hyperparameters: {str(e).splitlines()[0]} ... To load the layers that match "
+                                  "and start the rest fresh, add --set init_partial=true") from None
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
     ema = copy.deepcopy(G).eval() if cfg.ema_decay > 0 else None
     if ema is not None:
