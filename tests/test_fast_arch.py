@@ -181,7 +181,8 @@ def test_nearest_upsampler_anchor_radius_and_no_phase_weights() -> None:
     m = _randomised(SPAN(scale=4, channels=6, blocks=2, rep=False, upsampler="nearest", up_channels=4))
     assert not hasattr(m, "shuffle") and m.hparams["upsampler"] == "nearest"
     derived = receptive_radius(m)
-    assert derived == measure_receptive_radius(m, derived) == 3 * 2 + 3 + 1  # + the LR conv; the HR convs stay inside the cell
+    # head + 3 per block + trunk, + the upsampler's LR conv; its HR convs stay inside the LR cell
+    assert derived == measure_receptive_radius(m, derived) == 3 * 2 + 3 + 1
     x = torch.full((1, 3, 40, 40), 0.4)
     with torch.no_grad():
         y = m(x)[:, :, 60:100, 60:100]  # beyond the receptive radius from the zero-padded border

@@ -131,10 +131,10 @@ class SPAN(nn.Module):
         factors = _factors(scale)
         if (scale < 2 or channels < 1 or blocks < 2 or rep_gain < 1 or in_channels < 1 or up_channels < 1
                 or upsampler not in UPSAMPLERS or (upsampler == "nearest" and not factors)):
-            raise ValueError(f"SPAN needs scale >= 2 (a product of 2s and 3s for the nearest upsampler), channels >= 1, "
-                             f"blocks >= 2, rep_gain >= 1, up_channels >= 1, upsampler in {UPSAMPLERS}; got "
-                             f"scale={scale}, channels={channels}, blocks={blocks}, rep_gain={rep_gain}, "
-                             f"up_channels={up_channels}, upsampler={upsampler!r}")
+            raise ValueError(f"SPAN needs scale >= 2 (a product of 2s and 3s for the nearest upsampler), "
+                             f"channels >= 1, blocks >= 2, rep_gain >= 1, up_channels >= 1, upsampler in "
+                             f"{UPSAMPLERS}; got scale={scale}, channels={channels}, blocks={blocks}, "
+                             f"rep_gain={rep_gain}, up_channels={up_channels}, upsampler={upsampler!r}")
         self.hparams: dict[str, Any] = dict(scale=scale, channels=channels, blocks=blocks, rep=rep, rep_gain=rep_gain,
                             in_channels=in_channels, upsampler=upsampler, up_channels=up_channels)
         self.scale = scale
