@@ -42,8 +42,9 @@ def _spatial_ops(model: nn.Module) -> list[tuple[str, Any]]:
             ops.append(("conv", (dh * (kh // 2), dw * (kw // 2))))
         elif isinstance(m, nn.PixelShuffle):
             ops.append(("shuffle", m.upscale_factor))
-        elif isinstance(m, nn.Upsample) and m.mode == "nearest" and _integer_factor(m.scale_factor):
-            ops.append(("shuffle", int(m.scale_factor)))  # cell c of the output reads input pixel c // f, as a shuffle
+        elif isinstance(m, nn.Upsample) and m.mode == "nearest" and isinstance(m.scale_factor, (int, float)) \
+                and float(m.scale_factor).is_integer() and m.scale_factor >= 1:
+            ops.append(("shuffle", int(m.scale_factor)))  # output pixel c reads input pixel c // f, as a shuffle
         elif isinstance(m, MatlabBicubicUp):
             ops.append(("bicubic", m))
         elif isinstance(m, _POINTWISE + _CONTAINERS) or any(True for _ in m.children()):
@@ -52,10 +53,6 @@ def _spatial_ops(model: nn.Module) -> list[tuple[str, Any]]:
             raise ReceptiveFieldError(f"layer {name} ({type(m).__name__}) has an unknown spatial extent; "
                                       "teach export/receptive.py about it")
     return ops
-
-
-def _integer_factor(f: Any) -> bool:
-    return isinstance(f, (int, float)) and float(f).is_integer() and f >= 1
 
 
 def _bicubic_offsets(m: MatlabBicubicUp) -> list[tuple[int, int]]:
