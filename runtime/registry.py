@@ -34,6 +34,8 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("srcnn", "srcnn_x4.onnx", "SRCNN 9-1-5 x4 on bicubic input (classic baseline)"),
         ModelEntry("fast-psnr", "fast_psnr_x4.onnx", "SPAN x4, PSNR-oriented: 1/5 of SRResNet's multiply-adds, 4-8x "
                    "its CPU throughput (Set5 30.88 dB, between srcnn's 29.88 and srresnet's 31.66)"),
+        ModelEntry("fast", "fast_x4.onnx", "SPAN x4 with a resize-then-convolve upsampler, perceptual + adversarial "
+                   "(fast preset): ~4x srgan's CPU throughput, LPIPS between srgan's and srresnet's"),
         ModelEntry("real", "real_x4.onnx", "SRResNet-16 x4 for JPEG/noisy/blurred photos (early model: removes "
                    "blocks and noise, smooths texture; --denoise 0..1 blends toward srgan)", denoise_partner="srgan"),
     )
