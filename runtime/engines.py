@@ -273,19 +273,20 @@ def _ov_metadata(model: Any) -> dict[str, str]:
 
 
 def _split_models(model: Any, split: Split) -> tuple[Any, Any] | None:
-    """(body, tail) OpenVINO models cut at ``split.tensor`` from copies of ``model`` (left as it is),
-    or None if the graph has no such tensor."""
+    """(body, tail) OpenVINO models cut at ``split.tensor``, or None if the graph has no such tensor.
+
+    The body shares ``model``'s nodes (it only reads them); the tail is cut from a copy, whose
+    features input replaces the cut tensor. ``model`` is left as it is."""
     ov = _import_openvino()
 
     def find(model: Any) -> Any:
         return next((o for op in model.get_ordered_ops() for o in op.outputs() if split.tensor in o.get_names()),
                     None)
 
-    whole = model.clone()
-    cut = find(whole)
+    cut = find(model)
     if cut is None:
         return None
-    body = ov.Model([cut], whole.get_parameters(), "body")
+    body = ov.Model([cut], model.get_parameters(), "body")
     rest = model.clone()
     cut = find(rest)
     features = ov.opset13.parameter(cut.get_partial_shape(), cut.get_element_type(), name="features")
