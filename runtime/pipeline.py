@@ -16,6 +16,10 @@ format first, and the others get ``_2``, ``_3``... Every output written is
 recorded in ``OUT/.srgan-outputs.jsonl`` (output -> input), so an existing output
 that was written from *another* input is reported as a name collision (failed,
 exit 1) instead of being skipped as if it were this input's.
+
+Overlap: in a batch, each output up to :data:`WRITE_BEHIND_BYTES` is encoded and written on
+a second thread while the next file is read and inferred (:class:`_WriteBehind`); results
+and progress still come in input order.
 """
 from __future__ import annotations
 
@@ -23,8 +27,12 @@ import contextlib
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -85,6 +93,9 @@ _BICUBIC_RADIUS = 2  # the cubic kernel reaches 2 input pixels
 OUTPUTS_NAME = ".srgan-outputs.jsonl"
 #: Smallest budget for one band of output rows (see :func:`_strip_rows`).
 MIN_BAND_BYTES = 64 << 20
+#: Outputs up to this size are encoded and written on a second thread while the next file is
+#: computed (:class:`_WriteBehind`); larger ones stream on the calling thread (no extra band in memory).
+WRITE_BEHIND_BYTES = 64 << 20
 
 
 class NonFiniteOutputError(ModelRunError):
@@ -416,7 +427,52 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
     ``failed`` with the reason naming the file (``transient`` set for errors that
     may pass: disk full, I/O, permission, memory).
     """
-    src, dst = Path(src), Path(dst)
+    started = _begin(Path(src), Path(dst), model, options, hr=hr, grid=grid, compare=compare, lpips=lpips,
+                     progress=progress, root=root)
+    return started.write(started.bands) if isinstance(started, _Stream) else started
+
+
+@dataclass
+class _Stream:
+    """A file whose output goes straight to disk band by band (no scores, no final resize): ``bands``
+    computes them lazily; :meth:`write` writes whatever band iterable it is given (``bands`` itself, or
+    in a batch the same bands handed over from the computing thread, :class:`_WriteBehind`)."""
+
+    src: Path
+    dst: Path
+    in_size: tuple[int, int]
+    scale: int
+    channels: int
+    dtype: np.dtype
+    bands: Iterator[np.ndarray]
+    save: dict[str, Any]
+    t0: float
+
+    @property
+    def nbytes(self) -> int:
+        w, h = self.in_size
+        return h * w * self.scale ** 2 * self.channels * self.dtype.itemsize
+
+    def write(self, bands: Iterable[np.ndarray]) -> FileResult:
+        w, h = self.in_size
+        try:
+            write_image_bands(self.dst, h * self.scale, w * self.scale, self.channels, self.dtype, bands, **self.save)
+        except Exception as e:
+            return _failed(self.src, self.dst, e, self.t0)
+        return FileResult(self.src, self.dst, "ok", in_size=self.in_size, out_size=(w * self.scale, h * self.scale),
+                          seconds=time.perf_counter() - self.t0)
+
+
+def _failed(src: Path, dst: Path, e: Exception, t0: float) -> FileResult:
+    reason, transient = _failure(src, e)
+    log.debug("failed %s", src, exc_info=True)
+    return FileResult(src, dst, "failed", reason, seconds=time.perf_counter() - t0, transient=transient)
+
+
+def _begin(src: Path, dst: Path, model: SRModel, options: UpscaleOptions, *, hr: Path | None, grid: Path | None,
+           compare: bool, lpips: grids.LpipsFn | None, progress: Callable[[int], None] | None,
+           root: str | Path | None) -> FileResult | _Stream:
+    """:func:`process_one` up to the streamed write: the finished result, or the :class:`_Stream` to write."""
     t0 = time.perf_counter()
     try:
         if dst.resolve() == src.resolve():
@@ -434,27 +490,83 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
                 "root": root if root is not None else dst.parent}
         if root is None:
             dst.parent.mkdir(parents=True, exist_ok=True)
-        scores, note = None, ""
         if options.outscale is None and not compare:  # straight to the file, one band at a time
-            write_image_bands(dst, h * s, w * s, c, image.pixels.dtype, upscale_bands(image.pixels, model, **run),
-                              **save)
-            out_size = (w * s, h * s)
-        else:
-            fmt = format_of(dst) or "png"
-            sr = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
-            upscale_image(image.pixels, model, out=sr, **run)
-            scores, note = (_compare(image.pixels, sr, s, hr, grid, lpips, Path(root) if root else None)
-                            if compare else (None, ""))
-            if options.outscale is not None:
-                sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
-            write_image(dst, sr, **save)
-            out_size = (sr.shape[1], sr.shape[0])
+            return _Stream(src, dst, (w, h), s, c, image.pixels.dtype, upscale_bands(image.pixels, model, **run),
+                           save, t0)
+        fmt = format_of(dst) or "png"
+        sr = allocate_pixels(h * s, w * s, c, image.pixels.dtype, fmt if options.outscale is None else None)
+        upscale_image(image.pixels, model, out=sr, **run)
+        scores, note = (_compare(image.pixels, sr, s, hr, grid, lpips, Path(root) if root else None)
+                        if compare else (None, ""))
+        if options.outscale is not None:
+            sr = resize_lanczos(sr, max(1, round(h * options.outscale)), max(1, round(w * options.outscale)))
+        write_image(dst, sr, **save)
     except Exception as e:
-        reason, transient = _failure(src, e)
-        log.debug("failed %s", src, exc_info=True)
-        return FileResult(src, dst, "failed", reason, seconds=time.perf_counter() - t0, transient=transient)
-    return FileResult(src, dst, "ok", in_size=(w, h), out_size=out_size,
+        return _failed(src, dst, e, t0)
+    return FileResult(src, dst, "ok", in_size=(w, h), out_size=(sr.shape[1], sr.shape[0]),
                       seconds=time.perf_counter() - t0, scores=scores, note=note)
+
+
+class _Cancelled(Exception):
+    """Handed to the writer when the computing thread stops a file part way (Ctrl-C): its temp file goes."""
+
+
+_END = object()
+
+
+class _WriteBehind:
+    """Encode and write one file's output on a second thread while the next file is read and inferred.
+
+    The computing (calling) thread runs the model and hands each band over through a one-slot queue,
+    so at most one band waits; the writer thread encodes it (PNG filter and deflate, JPEG; numpy,
+    zlib and Pillow release the GIL), fsyncs and renames. Only outputs of at most
+    :data:`WRITE_BEHIND_BYTES` go this way (the extra band in flight stays small); larger ones are
+    streamed on the calling thread as before. Failures are the file's result either way: an
+    exception while computing is raised inside the writer's band iterator, so the temporary file
+    is removed exactly as when one thread does both; a writer that fails drains the remaining bands
+    (the computing thread stops at the next band).
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="srgan-writer")
+
+    def submit(self, stream: _Stream) -> Future[FileResult]:
+        slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        done = self._pool.submit(self._write, stream, slot, stop)
+        try:
+            for band in stream.bands:
+                if stop.is_set():  # the write failed: computing the rest is wasted
+                    break
+                slot.put(band)
+        except Exception as e:  # the file's failure, reported by the writer as process_one would
+            slot.put(e)
+            return done
+        except BaseException:
+            slot.put(_Cancelled("stopped part way"))
+            raise
+        slot.put(_END)
+        return done
+
+    @staticmethod
+    def _write(stream: _Stream, slot: queue.Queue[Any], stop: threading.Event) -> FileResult:
+        def bands() -> Iterator[np.ndarray]:
+            while (item := slot.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+
+        received = bands()
+        try:
+            return stream.write(received)
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):  # bands still being handed over, up to the end marker
+                for _ in received:
+                    pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _failure(src: Path, e: Exception) -> tuple[str, bool]:
@@ -634,26 +746,46 @@ def upscale_batch(
         progress.start(sum(j.pixels for j in jobs) * s2, len(jobs))
 
     results: list[FileResult] = []
-    interrupted = ""
-    for job in jobs:
-        advanced = 0
+    inflight: deque[tuple[Job, Future[FileResult], list[int]]] = deque()  # in input order
 
-        def tick(lr_pixels: int) -> None:
-            nonlocal advanced
-            advanced += lr_pixels * s2
-            if progress is not None:
-                progress.advance(lr_pixels * s2)
-
-        try:
-            result = _run_job(job, sr_model, options, outputs, hr=hr, compare=hr is not None or grid, scorer=scorer,
-                              progress=tick)
+    def finish(block: bool) -> None:
+        while inflight and (block or inflight[0][1].done()):
+            job, done, advanced = inflight.popleft()
+            result = done.result()
+            if result.status == "ok":
+                outputs.record(job.dst.relative_to(outputs.root).as_posix(), str(job.src.resolve()))
             results.append(result)
             if progress is not None:
-                progress.advance(max(0, job.pixels * s2 - advanced))
+                progress.advance(max(0, job.pixels * s2 - advanced[0]))
                 progress.done(result)
-        except KeyboardInterrupt as e:  # SIGINT (or SIGTERM turned into it by the CLI): stop, report
-            interrupted = str(e) or "SIGINT"
-            break
+
+    interrupted = ""
+    behind = _WriteBehind()
+    try:
+        for job in jobs:
+            advanced = [0]
+
+            def tick(lr_pixels: int, advanced: list[int] = advanced) -> None:
+                advanced[0] += lr_pixels * s2
+                if progress is not None:
+                    progress.advance(lr_pixels * s2)
+
+            try:
+                started = _start_job(job, sr_model, options, outputs, hr=hr, compare=hr is not None or grid,
+                                     scorer=scorer, progress=tick)
+                if isinstance(started, _Stream) and started.nbytes <= WRITE_BEHIND_BYTES:
+                    done = behind.submit(started)
+                else:
+                    done = Future()
+                    done.set_result(started.write(started.bands) if isinstance(started, _Stream) else started)
+                inflight.append((job, done, advanced))
+                finish(block=False)
+            except KeyboardInterrupt as e:  # SIGINT (or SIGTERM turned into it by the CLI): stop, report
+                interrupted = str(e) or "SIGINT"
+                break
+        finish(block=True)
+    finally:
+        behind.close()
     outputs.close()
     if interrupted:
         log.warning("%s: stopped after %d of %d files; the rest were not started", interrupted, len(results), len(jobs))
@@ -672,23 +804,19 @@ def upscale_batch(
                        interrupted)
 
 
-def _run_job(job: Job, model: SRModel, options: UpscaleOptions, outputs: _Outputs, *, hr: Path | None,
-             compare: bool, scorer: grids.LpipsFn | None, progress: Callable[[int], None]) -> FileResult:
-    """One planned job of a batch, with the output-name provenance check and record."""
+def _start_job(job: Job, model: SRModel, options: UpscaleOptions, outputs: _Outputs, *, hr: Path | None,
+               compare: bool, scorer: grids.LpipsFn | None, progress: Callable[[int], None]) -> FileResult | _Stream:
+    """One planned job of a batch, with the output-name provenance check, up to its streamed write (the
+    caller records the output's provenance once it is written)."""
     if job.error:
         return FileResult(job.src, job.dst, "failed", job.error)
-    rel = job.dst.relative_to(outputs.root).as_posix()
-    src_id = str(job.src.resolve())
-    writer = outputs.writer_of(rel)
-    if not options.overwrite and writer not in (None, src_id) and job.dst.exists():
+    writer = outputs.writer_of(job.dst.relative_to(outputs.root).as_posix())
+    if not options.overwrite and writer not in (None, str(job.src.resolve())) and job.dst.exists():
         return FileResult(job.src, job.dst, "failed",
                           f"{job.dst}: name collision: this output was written from {writer}, not from {job.src}; "
                           "use another -o, rename one input, or --overwrite to replace it")
-    result = process_one(job.src, job.dst, model, options, compare=compare, hr=_find_hr(hr, job.rel) if hr else None,
-                         grid=job.grid, lpips=scorer, progress=progress, root=outputs.root)
-    if result.status == "ok":
-        outputs.record(rel, src_id)
-    return result
+    return _begin(job.src, job.dst, model, options, compare=compare, hr=_find_hr(hr, job.rel) if hr else None,
+                  grid=job.grid, lpips=scorer, progress=progress, root=outputs.root)
 
 
 class _Outputs:

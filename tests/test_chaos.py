@@ -293,16 +293,16 @@ def test_symlink_swapped_into_out_during_a_batch_is_not_followed(tiny, tmp_path:
     put(inp / "sub" / "b.png", photo(8, 8, seed=2))
     outside.mkdir()
 
-    class SwapAfterFirst:
+    class SwapDuringFirst:
         def start(self, total: int, files: int) -> None: ...
 
-        def advance(self, n: int) -> None: ...
-
-        def done(self, result: pipeline.FileResult) -> None:
-            if result.src.name == "a.png":  # planned already; now OUT/sub becomes a link to outside
+        def advance(self, n: int) -> None:  # first called while a.png (first in order) is being upscaled
+            if not (out / "sub").is_symlink():  # planned already; now OUT/sub becomes a link to outside
                 (out / "sub").symlink_to(outside, target_is_directory=True)
 
-    report = upscale_batch([inp], out, model=tiny, recursive=True, progress=SwapAfterFirst())
+        def done(self, result: pipeline.FileResult) -> None: ...
+
+    report = upscale_batch([inp], out, model=tiny, recursive=True, progress=SwapDuringFirst())
     status = {r.src.name: r for r in report.results}
     assert status["a.png"].status == "ok"
     assert status["b.png"].status == "failed" and "symlink" in status["b.png"].reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -315,3 +316,69 @@ def test_inference_failing_half_way_leaves_no_file(tiny, tmp_path: Path, name: s
     r = process_one(tmp_path / "in.png", out / name, Counting(tiny, fail_at=3), UpscaleOptions(tile=16))
     assert r.status == "failed" and "simulated" in r.reason
     assert os.listdir(out) == []
+
+
+# ---------------------------------------------------------------- write-behind (encode on a second thread)
+
+def test_batch_writes_behind_with_the_same_bytes_as_one_file_at_a_time(tiny, tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    names = []
+    for i, (h, w, suffix) in enumerate([(23, 31, "png"), (17, 12, "jpg"), (30, 9, "png"), (11, 26, "jpg")]):
+        write_image(inp / f"f{i}.{suffix}", photo(h, w, seed=i))
+        names.append(f"f{i}.{suffix}")
+    report = upscale_batch([inp], tmp_path / "batch", model=tiny)
+    assert [r.src.name for r in report.results] == names and report.exit_code == 0
+    for name in names:
+        one = process_one(inp / name, tmp_path / "one" / name, tiny)
+        assert one.status == "ok"
+        assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_batch_write_failure_is_that_files_result_and_the_rest_go_on(tiny, tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for i in range(3):
+        write_image(inp / f"f{i}.png", photo(9, 13, seed=i))
+    (out / "f1.png").mkdir(parents=True)  # a folder where the output should go: the final rename fails
+    (out / "f1.png" / "keep").write_bytes(b"x")
+    report = upscale_batch([inp], out, model=tiny, options=UpscaleOptions(overwrite=True))
+    assert [(r.src.name, r.status) for r in report.results] == [("f0.png", "ok"), ("f1.png", "failed"),
+                                                                 ("f2.png", "ok")]
+    assert "f1.png" in report.results[1].reason and (out / "f1.png" / "keep").read_bytes() == b"x"
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUTS_NAME, "f0.png", "f1.png", "f2.png"]  # no temp left
+
+
+def _stream(dst: Path, bands) -> Any:
+    from srgan.runtime.pipeline import _Stream
+
+    return _Stream(dst, dst, (5, 4), 1, 3, np.dtype(np.uint8), bands, {"root": dst.parent}, 0.0)
+
+
+def test_write_behind_writer_that_fails_first_drains_and_returns(tmp_path: Path) -> None:
+    from srgan.runtime.pipeline import _WriteBehind
+
+    def bands():
+        for _ in range(4):
+            yield np.zeros((1, 5, 3), np.uint8)
+
+    behind = _WriteBehind()
+    try:  # unknown suffix: the writer fails before reading a band, the computing side must not block
+        result = behind.submit(_stream(tmp_path / "x.unknown", bands())).result(timeout=60)
+    finally:
+        behind.close()
+    assert result.status == "failed" and "x.unknown" in result.reason and list(tmp_path.iterdir()) == []
+
+
+def test_write_behind_interrupt_part_way_leaves_nothing(tmp_path: Path) -> None:
+    from srgan.runtime.pipeline import _WriteBehind
+
+    def bands():
+        yield np.zeros((2, 5, 3), np.uint8)
+        raise KeyboardInterrupt
+
+    behind = _WriteBehind()
+    with pytest.raises(KeyboardInterrupt):
+        behind.submit(_stream(tmp_path / "x.png", bands()))
+    behind.close()
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
