@@ -507,7 +507,7 @@ def _begin(src: Path, dst: Path, model: SRModel, options: UpscaleOptions, *, hr:
                       seconds=time.perf_counter() - t0, scores=scores, note=note)
 
 
-class _Cancelled(Exception):
+class _Cancelled(SRError):
     """Handed to the writer when the computing thread stops a file part way (Ctrl-C): its temp file goes."""
 
 
@@ -529,11 +529,14 @@ class _WriteBehind:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="srgan-writer")
+        #: Set by :meth:`close`: a writer still waiting for a band then gets none (a signal stopped the
+        #: computing thread anywhere, even before it could hand over the end marker) and cancels its file.
+        self._closing = threading.Event()
 
     def submit(self, stream: _Stream) -> Future[FileResult]:
         slot: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()
-        done = self._pool.submit(self._write, stream, slot, stop)
+        done = self._pool.submit(self._write, stream, slot, stop, self._closing)
         try:
             for band in stream.bands:
                 if stop.is_set():  # the write failed: computing the rest is wasted
@@ -543,15 +546,25 @@ class _WriteBehind:
             slot.put(e)
             return done
         except BaseException:
-            slot.put(_Cancelled("stopped part way"))
+            slot.put(_Cancelled(f"{stream.src}: stopped part way; not written"))
             raise
         slot.put(_END)
         return done
 
     @staticmethod
-    def _write(stream: _Stream, slot: queue.Queue[Any], stop: threading.Event) -> FileResult:
+    def _write(stream: _Stream, slot: queue.Queue[Any], stop: threading.Event,
+               closing: threading.Event) -> FileResult:
         def bands() -> Iterator[np.ndarray]:
-            while (item := slot.get()) is not _END:
+            while True:
+                try:
+                    item = slot.get(timeout=0.05)  # returns as soon as a band is handed over
+                except queue.Empty:
+                    if closing.is_set():
+                        raise _Cancelled(f"{stream.src}: the batch stopped before it was computed; "
+                                         "not written") from None
+                    continue
+                if item is _END:
+                    return
                 if isinstance(item, Exception):
                     raise item
                 yield item
@@ -566,6 +579,8 @@ class _WriteBehind:
                     pass
 
     def close(self) -> None:
+        """Wait for the writes handed over; a file whose bands stopped coming is cancelled (no output)."""
+        self._closing.set()
         self._pool.shutdown(wait=True)
 
 
@@ -783,7 +798,11 @@ def upscale_batch(
             except KeyboardInterrupt as e:  # SIGINT (or SIGTERM turned into it by the CLI): stop, report
                 interrupted = str(e) or "SIGINT"
                 break
-        finish(block=True)
+        try:
+            finish(block=True)
+        except KeyboardInterrupt as e:  # while the last writes finish: they still do, and are reported
+            interrupted = interrupted or str(e) or "SIGINT"
+            finish(block=True)
     finally:
         behind.close()
     outputs.close()

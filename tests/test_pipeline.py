@@ -382,3 +382,24 @@ def test_write_behind_interrupt_part_way_leaves_nothing(tmp_path: Path) -> None:
         behind.submit(_stream(tmp_path / "x.png", bands()))
     behind.close()
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_write_behind_close_cancels_a_file_whose_end_marker_never_came(tmp_path: Path) -> None:
+    """A signal can stop the computing thread anywhere, even before it hands over the end marker: closing
+    the writer must then cancel that file (no output, no temp), not wait for it forever."""
+    import queue
+    import threading
+
+    from srgan.runtime.pipeline import _WriteBehind
+
+    behind = _WriteBehind()
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    slot.put(np.zeros((2, 5, 3), np.uint8))  # one of the four rows' bands, then nothing
+    done = behind._pool.submit(behind._write, _stream(tmp_path / "x.png", iter(())), slot, threading.Event(),
+                               behind._closing)
+    closer = threading.Thread(target=behind.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
+    result = done.result(timeout=1)
+    assert result.status == "failed" and "stopped" in result.reason and list(tmp_path.iterdir()) == []
