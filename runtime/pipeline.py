@@ -429,6 +429,11 @@ def process_one(src: str | Path, dst: str | Path, model: SRModel, options: Upsca
     """
     started = _begin(Path(src), Path(dst), model, options, hr=hr, grid=grid, compare=compare, lpips=lpips,
                      progress=progress, root=root)
+    return _written(started)
+
+
+def _written(started: FileResult | _Stream) -> FileResult:
+    """The result of a started file, writing its stream on this thread if it has one."""
     return started.write(started.bands) if isinstance(started, _Stream) else started
 
 
@@ -536,7 +541,7 @@ class _WriteBehind:
     def submit(self, stream: _Stream) -> Future[FileResult]:
         slot: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()
-        done = self._pool.submit(self._write, stream, slot, stop, self._closing)
+        done = self._pool.submit(self._write, stream, slot, stop)
         try:
             for band in stream.bands:
                 if stop.is_set():  # the write failed: computing the rest is wasted
@@ -551,15 +556,13 @@ class _WriteBehind:
         slot.put(_END)
         return done
 
-    @staticmethod
-    def _write(stream: _Stream, slot: queue.Queue[Any], stop: threading.Event,
-               closing: threading.Event) -> FileResult:
+    def _write(self, stream: _Stream, slot: queue.Queue[Any], stop: threading.Event) -> FileResult:
         def bands() -> Iterator[np.ndarray]:
             while True:
                 try:
                     item = slot.get(timeout=0.05)  # returns as soon as a band is handed over
                 except queue.Empty:
-                    if closing.is_set():
+                    if self._closing.is_set():
                         raise _Cancelled(f"{stream.src}: the batch stopped before it was computed; "
                                          "not written") from None
                     continue
@@ -768,7 +771,7 @@ def upscale_batch(
             job, done, advanced = inflight.popleft()
             result = done.result()
             if result.status == "ok":
-                outputs.record(job.dst.relative_to(outputs.root).as_posix(), str(job.src.resolve()))
+                outputs.record(*outputs.ids(job))
             results.append(result)
             if progress is not None:
                 progress.advance(max(0, job.pixels * s2 - advanced[0]))
@@ -792,7 +795,7 @@ def upscale_batch(
                     done = behind.submit(started)
                 else:
                     done = Future()
-                    done.set_result(started.write(started.bands) if isinstance(started, _Stream) else started)
+                    done.set_result(_written(started))
                 inflight.append((job, done, advanced))
                 finish(block=False)
             except KeyboardInterrupt as e:  # SIGINT (or SIGTERM turned into it by the CLI): stop, report
@@ -829,8 +832,9 @@ def _start_job(job: Job, model: SRModel, options: UpscaleOptions, outputs: _Outp
     caller records the output's provenance once it is written)."""
     if job.error:
         return FileResult(job.src, job.dst, "failed", job.error)
-    writer = outputs.writer_of(job.dst.relative_to(outputs.root).as_posix())
-    if not options.overwrite and writer not in (None, str(job.src.resolve())) and job.dst.exists():
+    rel, src_id = outputs.ids(job)
+    writer = outputs.writer_of(rel)
+    if not options.overwrite and writer not in (None, src_id) and job.dst.exists():
         return FileResult(job.src, job.dst, "failed",
                           f"{job.dst}: name collision: this output was written from {writer}, not from {job.src}; "
                           "use another -o, rename one input, or --overwrite to replace it")
@@ -858,6 +862,10 @@ class _Outputs:
                 except (ValueError, KeyError, TypeError):
                     continue
         self._fd: int | None = None
+
+    def ids(self, job: Job) -> tuple[str, str]:
+        """(output path relative to OUT, absolute input path): how the record names ``job``'s pair."""
+        return job.dst.relative_to(self.root).as_posix(), str(job.src.resolve())
 
     def writer_of(self, rel: str) -> str | None:
         return self.writers.get(rel)

@@ -395,8 +395,7 @@ def test_write_behind_close_cancels_a_file_whose_end_marker_never_came(tmp_path:
     behind = _WriteBehind()
     slot: queue.Queue = queue.Queue(maxsize=1)
     slot.put(np.zeros((2, 5, 3), np.uint8))  # one of the four rows' bands, then nothing
-    done = behind._pool.submit(behind._write, _stream(tmp_path / "x.png", iter(())), slot, threading.Event(),
-                               behind._closing)
+    done = behind._pool.submit(behind._write, _stream(tmp_path / "x.png", iter(())), slot, threading.Event())
     closer = threading.Thread(target=behind.close)
     closer.start()
     closer.join(60)
