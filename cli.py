@@ -572,8 +572,10 @@ def train(
     random_vgg: Annotated[bool, typer.Option(
         "--random-vgg-weights-not-a-perceptual-loss",
         help="use an untrained VGG for the content loss (tests only: the loss is then meaningless)")] = False,
-    init: Annotated[Path | None, typer.Option("--init", exists=True, dir_okay=False,
-                                                 help="start G from this checkpoint (fine-tuning)")] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", exists=True, dir_okay=False,
+        help="start G from this checkpoint (fine-tuning), or from one of our ONNX exports "
+             "(models/NAME.onnx: its weights, proven against the graph)")] = None,
     val: Annotated[list[Path] | None, typer.Option(
         "--val", exists=True, file_okay=False, help="validation set folder(s) scored at each checkpoint")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", file_okay=False,

@@ -4,7 +4,9 @@ A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)``:
 format version, arch and hyperparameters, G (and EMA of G) state, D state,
 optimizer and scheduler states, step, phase, the resolved config, and RNG
 states. A generator-only file (what ships in git to continue training) has the
-same layout with the training-only entries absent.
+same layout with the training-only entries absent. ``load_checkpoint`` also takes one of this
+toolkit's ONNX exports (``models/NAME.onnx``) and rebuilds that layout from its weights, so a
+shipped model whose ``.pt`` is not in git can still be fine-tuned (``cli.py train --init``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from srgan.runtime.imageio import atomic_write
 from .models import build_generator
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "generator_weights", "generator_from_checkpoint", "average_generators", "file_sha256"]
+           "checkpoint_from_onnx", "generator_weights", "generator_from_checkpoint", "average_generators",
+           "file_sha256"]
 
 FORMAT_VERSION = 1
 
@@ -41,10 +44,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only). Raises CheckpointError with the reason."""
+    """Load a checkpoint safely (weights_only), or rebuild a generator file from one of our ONNX
+    exports (:func:`checkpoint_from_onnx`). Raises CheckpointError with the reason."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() == ".onnx":
+        return checkpoint_from_onnx(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -54,6 +60,57 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a checkpoint of this trainer (format_version {FORMAT_VERSION} with 'arch' expected)"
         )
     return state
+
+
+def checkpoint_from_onnx(path: Path, tolerance: float = 1e-4) -> dict[str, Any]:
+    """The generator-file layout of one of this toolkit's ONNX exports: its ``arch`` and ``hparams``
+    metadata rebuild the network and its initializers fill it. The exporter keeps parameter names
+    except where it folds a tensor into a constant (PReLU slopes become ``val_N``); those are
+    filled in the order the graph first uses them, matched by size. The result is proven, not
+    assumed: the rebuilt network and the ONNX graph (onnxruntime, CPU) must agree within
+    ``tolerance`` on a seeded input, else CheckpointError. ``g_ema`` is None (the export holds the
+    weights it was made from, usually an EMA); ``step`` is the card's ``train_steps``;
+    ``from_onnx`` records the file, its sha256 and the measured difference."""
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a bad file
+        raise CheckpointError(f"cannot read ONNX file {path}: {exc}") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "arch" not in meta or "hparams" not in meta:
+        raise CheckpointError(f"{path} has no 'arch'/'hparams' metadata: only ONNX files exported by this "
+                              "toolkit (cli.py export, models/NAME.onnx) can be turned back into a generator")
+    arch, hparams = meta["arch"], json.loads(meta["hparams"])
+    model = build_generator(arch, **hparams).eval()
+    own = model.state_dict()
+    arrays = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    weights = {k: torch.from_numpy(arrays.pop(k).copy()) for k in list(own)
+               if k in arrays and arrays[k].shape == tuple(own[k].shape)}
+    unnamed = iter(dict.fromkeys(n for node in proto.graph.node for n in node.input if n in arrays))
+    for key in [k for k in own if k not in weights]:
+        name = next((n for n in unnamed if arrays[n].size == own[key].numel()), None)
+        if name is None:
+            raise CheckpointError(f"{path}: no tensor of the graph fits {arch} parameter {key!r} "
+                                  f"({tuple(own[key].shape)}); was it exported from another version of {arch}?")
+        weights[key] = torch.from_numpy(arrays[name].reshape(own[key].shape).astype(np.float32))
+    model.load_state_dict(weights)
+    x = torch.rand(1, int(hparams.get("in_channels", 3)), 12, 12, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        err = float(np.abs(model(x).numpy() - expected).max())
+    if not err <= tolerance:
+        raise CheckpointError(f"{path}: the {arch} rebuilt from its weights differs from the ONNX graph by {err:.2e} "
+                              f"(> {tolerance:g}); it cannot be used to continue training")
+    return {"format_version": FORMAT_VERSION, "arch": arch, "hparams": hparams, "g": weights, "g_ema": None,
+            "step": int(meta.get("train_steps") or 0),
+            "from_onnx": {"path": str(path), "sha256": file_sha256(path), "max_abs_diff": err}}
 
 
 def generator_weights(state: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
