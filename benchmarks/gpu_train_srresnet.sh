@@ -8,13 +8,13 @@
 #
 # usage: benchmarks/gpu_train_srresnet.sh DATA_ROOT RUNS_DIR [SECONDS]
 #   DATA_ROOT holds T91/, BSD200/, BSDS500_test200/ (../shared/data layout); RUNS_DIR gets runs a/ and b/.
-#   env: PYTHON (python3), INIT (checkpoints/srresnet_x4.generator.pt), LR (2e-4), HR_PATCH (192), BATCH (32),
+#   env: PYTHON (python3), INIT (models/srresnet_x4.onnx), LR (2e-4), HR_PATCH (192), BATCH (32),
 #   WORKERS (6 per run), PROBE (400),
 #   EXTRA (more train options, last wins: a CPU dry run uses EXTRA="--set batch=2 --set hr_patch=48").
 set -euo pipefail
 DATA=$1; RUNS=$2; SECONDS_BUDGET=${3:-400}
 PY=${PYTHON:-python3}
-INIT=${INIT:-checkpoints/srresnet_x4.generator.pt}
+INIT=${INIT:-models/srresnet_x4.onnx}
 WORKERS=${WORKERS:-6}
 PROBE=${PROBE:-400}
 LR=${LR:-2e-4}

@@ -24,9 +24,9 @@ Layout of OUT (default ``shard/``, git-ignored)::
 
 Set5, Set14 and BSD100 (evaluation sets) are refused as training sets.
 
-The budget: a device run carries at most 64 MiB, *including the repository* (about 59 MiB of
-tracked files, mostly models/ and checkpoints/), so the default budget is what fits: 63 MiB less the
-checkout's files (4 MiB on 2026-12-02); the summary line prints what would travel when OUT is inside it.
+The budget: a device run carries at most 64 MiB, *including the repository* (about 46 MiB of
+tracked files on 2026-12-03, mostly models/), so the default budget is what fits: 63 MiB less the
+checkout's files; the summary line prints what would travel when OUT is inside it.
 
 Usage: python benchmarks/make_train_shard.py [-o shard] [--max-mib MIB] [--crop 192] [--format jpeg|png]
        [--sets T91,BSD200,BSDS500_test200,Photos] [--data-dir DIR] [--no-val]

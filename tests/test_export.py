@@ -54,6 +54,58 @@ def exported(request, tmp_path_factory) -> tuple[str, torch.nn.Module, Path, Pat
     return arch, model, ckpt, report.path
 
 
+# ---------------------------------------------------------------- an export back into a checkpoint (train --init)
+
+def test_an_export_turns_back_into_the_weights_it_was_made_from(tmp_path):
+    from srgan.trainer.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    model = SRResNet(scale=4, channels=4, blocks=2, bn=False)
+    ema = SRResNet(scale=4, channels=4, blocks=2, bn=False)
+    for m in ema.modules():  # distinct PReLU slopes: the exporter drops their names, a mix-up would show
+        if isinstance(m, torch.nn.PReLU):
+            m.weight.data.uniform_(0.05, 0.5)
+    onnx_path = export_generator(_save(model, "srresnet", tmp_path / "run" / "generator.pt", ema=ema),
+                                 tmp_path / "m.onnx").path
+    rebuilt = load_checkpoint(onnx_path)  # what `cli.py train --init m.onnx` starts from
+    assert rebuilt["arch"] == "srresnet" and rebuilt["hparams"] == ema.hparams and rebuilt["step"] == 7
+    assert set(rebuilt["g"]) == set(ema.state_dict())
+    for key, value in ema.state_dict().items():  # the EMA weights the export was made from, bit for bit
+        assert torch.equal(rebuilt["g"][key], value), key
+    assert rebuilt["from_onnx"]["sha256"] == file_sha256(onnx_path)
+
+
+@pytest.mark.parametrize("name", ["srgan_x4", "fast_x4", "srresnet_x4"])
+def test_every_shipped_model_can_be_fine_tuned_from_its_onnx(name):
+    from srgan.trainer.checkpoint import load_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "models" / f"{name}.onnx"
+    rebuilt = load_checkpoint(path)
+    assert rebuilt["arch"] == read_metadata(path)["arch"] and rebuilt["from_onnx"]["max_abs_diff"] < 1e-5
+
+
+def test_an_onnx_file_that_is_not_ours_folded_or_tampered_is_refused(tmp_path, exported):
+    from onnx import helper
+
+    from srgan.trainer.checkpoint import load_checkpoint
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    with pytest.raises(CheckpointError, match="lpips_alex.onnx has no 'arch'"):
+        load_checkpoint(models / "lpips_alex.onnx")
+    arch, _, _, onnx_path = exported
+    if arch == "srresnet":  # BatchNorm is folded into the convolutions on export: it cannot be taken apart
+        with pytest.raises(CheckpointError, match="no tensor of the graph fits srresnet parameter"):
+            load_checkpoint(onnx_path)
+    proto = onnx.load(str(models / "fast_x4.onnx"))
+    out = proto.graph.output[0]  # scale the output by 1.01: the graph no longer is what its weights compute
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.01, np.float32), "k"))
+    proto.graph.node.append(helper.make_node("Mul", [out.name, "k"], ["scaled"]))
+    out.name = "scaled"
+    onnx.save(proto, str(tmp_path / "tampered.onnx"))
+    with pytest.raises(CheckpointError, match="tampered.onnx: the span-nearest rebuilt .* differs"):
+        load_checkpoint(tmp_path / "tampered.onnx")
+
+
 # ---------------------------------------------------------------- receptive radius
 
 @pytest.mark.parametrize("build", [

@@ -161,7 +161,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # Real photographs (issue 16), two phases on SRResNet-16 without BN (the issue's choice while the
     # fast generator has not reached its PSNR bar), each a fine-tune (--init): `real-psnr` starts from
-    # a psnr model (checkpoints/srresnet_x4.generator.pt) and learns L1 on LR made per sample by the
+    # a psnr model (--init models/srresnet_x4.onnx) and learns L1 on LR made per sample by the
     # second-order degradation model (blur, resize, noise, JPEG, twice; trainer.degradations.REAL)
     # from 96-px HR crops; `real` is the srgan preset's perceptual fine-tune on the same degradations
     # (plus the fine-chroma term), started with --init from a real-psnr run. Both share one ancestor,
