@@ -97,8 +97,9 @@ def checkpoint_from_onnx(path: Path, tolerance: float = 1e-4) -> dict[str, Any]:
         name = next((n for n in unnamed if arrays[n].size == own[key].numel()), None)
         if name is None:
             raise CheckpointError(f"{path}: no tensor of the graph fits {arch} parameter {key!r} "
-                                  f"({tuple(own[key].shape)}): BatchNorm is folded into the convolutions on export, and a "
-                                  f"network of another version of {arch} does not fit; --init its .pt checkpoint")
+                                  f"({tuple(own[key].shape)}): BatchNorm is folded into the convolutions on "
+                                  f"export, and a network of another version of {arch} does not fit; --init its "
+                                  ".pt checkpoint")
         weights[key] = torch.from_numpy(arrays[name].reshape(own[key].shape).astype(np.float32))
     model.load_state_dict(weights)
     x = torch.rand(1, int(hparams.get("in_channels", 3)), 12, 12, generator=torch.Generator().manual_seed(0))
