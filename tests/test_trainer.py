@@ -16,7 +16,15 @@ from srgan.trainer.checkpoint import CheckpointError, load_checkpoint, save_chec
 from srgan.trainer.config import ConfigError, apply_overrides, load_config, preset
 from srgan.trainer.data import DataError, PatchBatches, data_fingerprint, discover, load_pairs
 from srgan.trainer.losses import ContentLoss, pixel_loss
-from srgan.trainer.models import SRCNN, Discriminator, MatlabBicubicUp, SRResNet, build_generator
+from srgan.trainer.models import (
+    SRCNN,
+    Discriminator,
+    MatlabBicubicUp,
+    SRResNet,
+    UNetDiscriminator,
+    build_discriminator,
+    build_generator,
+)
 from srgan.trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
 from srgan.trainer.train import GENERATOR_NAME, RunError, train
 
@@ -62,12 +70,36 @@ def test_srresnet_rejects_bad_hparams():
         build_generator("edsr")
 
 
-def test_every_parameter_gets_a_gradient():
-    g, d = SRResNet(blocks=2, channels=8), Discriminator(in_size=32, channels=8)
+@pytest.mark.parametrize("disc", ["vgg", "unet"])
+def test_every_parameter_gets_a_gradient(disc):
+    g, d = SRResNet(blocks=2, channels=8), build_discriminator(disc, in_size=32, channels=8)
     sr = g(torch.rand(2, 3, 8, 8))
     (sr.mean() + d(sr).mean()).backward()
     for name, p in list(g.named_parameters()) + list(d.named_parameters()):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_unet_discriminator_judges_each_pixel_with_spectrally_normalised_layers():
+    torch.manual_seed(0)
+    d = UNetDiscriminator(in_size=32, channels=8)
+    x = torch.rand(2, 3, 32, 32)
+    for _ in range(20):  # train-mode passes run the power iteration that estimates each layer's sigma
+        d(x)
+    assert d(x).shape == (2, 1, 32, 32)
+    normalised = [m for m in d.modules() if hasattr(m, "parametrizations")]
+    assert len(normalised) == 3 + 3 + 2  # down, up, refine; the stem and the head are plain
+    for m in normalised:  # the weight a layer uses has its largest singular value at 1
+        assert torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
+    y = x.clone()
+    y[:, :, :4, :4] = 0.5  # a change in one corner: logits far from it (beyond the receptive field) keep
+    d.eval()
+    a, b = d(x), d(y)
+    assert not torch.equal(a[..., :4, :4], b[..., :4, :4])
+    assert (a - b).abs()[..., 24:, 24:].max().item() < (a - b).abs()[..., :4, :4].max().item()
+    with pytest.raises(ValueError, match="divisible by 8"):
+        UNetDiscriminator(in_size=36)
+    with pytest.raises(KeyError, match="choose one of"):
+        build_discriminator("patchgan")
 
 
 def test_discriminator_one_logit_and_srcnn_takes_lr():
@@ -332,6 +364,19 @@ def test_lattice_and_lowfreq_terms_are_logged_in_phase_2(tiny_data, tmp_path):
     rows = _read_csv(tmp_path / "losses.csv")
     assert rows[0]["lattice"] == rows[0]["lowfreq"] == "" and float(rows[2]["lattice"]) > 0
     assert float(rows[2]["lowfreq"]) > 0
+
+
+def test_a_unet_run_trains_d_per_pixel_and_resume_keeps_its_discriminator(tiny_data, tmp_path):
+    cfg = tiny(warmup_steps=1, steps=3, d_every=1, disc="unet", disc_channels=4)
+    seen = []
+    train(cfg, [tiny_data], tmp_path, random_vgg=True, on_log=seen.append)
+    assert ["d_loss" in r for r in seen] == [False, True, True] and 0 < seen[-1]["d_fake"] < 1
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck["d_hparams"] == {"in_size": cfg.hr_patch, "channels": 4, "in_channels": 3}
+    assert any(k.endswith("parametrizations.weight.original") for k in ck["d"])
+    with pytest.raises(CheckpointError, match="not the configured vgg"):
+        train(apply_overrides(cfg, {"steps": 4, "disc": "vgg"}), [tiny_data], tmp_path, random_vgg=True,
+              resume=True)
 
 
 def test_discriminator_untouched_during_warmup(tiny_data, tmp_path):

@@ -1,5 +1,6 @@
-"""Generator, discriminator and SRCNN: the one definition of each network, and the registry of
-generator architectures (:data:`GENERATORS`; SPAN lives in ``trainer/span.py``).
+"""Generators, discriminators and SRCNN: the one definition of each network, and the registries of
+generator architectures (:data:`GENERATORS`; SPAN lives in ``trainer/span.py``) and discriminators
+(:data:`DISCRIMINATORS`).
 
 Every generator takes the LR image (float32 NCHW RGB in [0, 1]) and returns the
 x``scale`` image; upsampling happens inside the network (SRGAN paper), never by
@@ -18,8 +19,8 @@ from torch.nn import functional as F
 
 from .span import SPAN
 
-__all__ = ["SRResNet", "Discriminator", "SRCNN", "MatlabBicubicUp", "ArchSpec", "GENERATORS", "arch_spec",
-           "build_generator", "deploy_generator"]
+__all__ = ["SRResNet", "Discriminator", "UNetDiscriminator", "SRCNN", "MatlabBicubicUp", "ArchSpec", "GENERATORS",
+           "DISCRIMINATORS", "arch_spec", "build_generator", "build_discriminator", "deploy_generator"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -185,6 +186,61 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class UNetDiscriminator(nn.Module):
+    """U-Net discriminator with spectral normalisation, after the description in Real-ESRGAN
+    (Wang et al., ICCVW 2021, section 3.3 and figure 6; written from the paper).
+
+    A 3x3 stem, three stride-2 4x4 convolutions (``channels`` -> 2x -> 4x -> 8x), three stages of
+    bilinear x2 upsampling + 3x3 convolution back down the same widths, each added to the feature
+    map of its size on the way down (the skips), two 3x3 refinement convolutions and a 3x3 head to
+    one logit **per pixel**: (N, 1, H, W), so the generator gets local feedback on each texture
+    patch instead of one verdict per crop. Every convolution but the stem and the head is spectrally
+    normalised, which the paper uses to keep the training stable and which it found to temper
+    over-sharpening. LeakyReLU 0.2, no BatchNorm. ``in_size`` (the HR patch) must be divisible by 8.
+    """
+
+    def __init__(self, *, in_size: int = 96, channels: int = 64, in_channels: int = 3):
+        super().__init__()
+        if in_size % 8 or channels < 1:
+            raise ValueError(f"U-Net discriminator: in_size must be divisible by 8 and channels >= 1, got "
+                             f"{in_size}, {channels}")
+        self.hparams = dict(in_size=in_size, channels=channels, in_channels=in_channels)
+        sn = nn.utils.parametrizations.spectral_norm
+        c = channels
+        self.stem = _conv(in_channels, c, 3)
+        self.down = nn.ModuleList(sn(nn.Conv2d(c * m, c * m * 2, 4, stride=2, padding=1, bias=False))
+                                  for m in (1, 2, 4))
+        self.up = nn.ModuleList(sn(_conv(c * m * 2, c * m, 3, bias=False)) for m in (4, 2, 1))
+        self.refine = nn.Sequential(sn(_conv(c, c, 3, bias=False)), nn.LeakyReLU(0.2, inplace=True),
+                                    sn(_conv(c, c, 3, bias=False)), nn.LeakyReLU(0.2, inplace=True))
+        self.head = _conv(c, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [F.leaky_relu(self.stem(x), 0.2)]
+        for conv in self.down:
+            skips.append(F.leaky_relu(conv(skips[-1]), 0.2))
+        y = skips.pop()
+        for conv in self.up:
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            y = F.leaky_relu(conv(y), 0.2) + skips.pop()
+        return self.head(self.refine(y))
+
+
+DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg": Discriminator,       # SRGAN's: one logit per crop
+    "unet": UNetDiscriminator,  # Real-ESRGAN's: one logit per pixel, spectral norm
+}
+
+
+def build_discriminator(name: str, **hparams: Any) -> nn.Module:
+    """Build a discriminator from :data:`DISCRIMINATORS`. Raises KeyError naming the choices."""
+    try:
+        cls = DISCRIMINATORS[name]
+    except KeyError:
+        raise KeyError(f"unknown discriminator {name!r}; choose one of {sorted(DISCRIMINATORS)}") from None
+    return cls(**hparams)
 
 
 @dataclass(frozen=True)

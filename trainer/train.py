@@ -46,7 +46,7 @@ from .checkpoint import FORMAT_VERSION, CheckpointError, generator_weights, load
 from .config import TrainConfig, save_config
 from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
 from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
-from .models import Discriminator, build_generator
+from .models import build_discriminator, build_generator
 from .pretrained import load_vgg_features
 
 __all__ = ["RunResult", "RunError", "train", "resolve_device", "autocast_dtype", "check_out",
@@ -262,7 +262,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
     needs_vgg = cfg.warmup_content > 0 and warmup > 0 or use_gan and cfg.content > 0
 
     G = build_generator(cfg.arch, **cfg.model_kwargs()).to(dev)
-    D = Discriminator(in_size=cfg.hr_patch).to(dev) if use_gan else None
+    D = build_discriminator(cfg.disc, in_size=cfg.hr_patch, channels=cfg.disc_channels).to(dev) if use_gan else None
     if cfg.channels_last:
         G = G.to(memory_format=torch.channels_last)
         if D is not None:
@@ -320,7 +320,12 @@ def _resume(s: _Setup, ckpt_path: Path) -> int:
     if s.ema is not None and state.get("g_ema"):
         s.ema.load_state_dict(state["g_ema"])
     if s.D is not None and s.opt_d is not None and state.get("d"):
-        s.D.load_state_dict(state["d"])
+        try:
+            s.D.load_state_dict(state["d"])
+        except RuntimeError:
+            raise CheckpointError(f"{ckpt_path}: its discriminator ({state.get('d_hparams')}) is not the configured "
+                                  f"{s.cfg.disc} ({s.D.hparams}); a run keeps its discriminator: start a new run "
+                                  "with --init instead of --resume") from None
         s.opt_d.load_state_dict(state["opt_d"])
     torch.set_rng_state(state["torch_rng"])
     start = int(state["step"])
