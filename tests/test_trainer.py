@@ -377,6 +377,8 @@ def test_a_unet_run_trains_d_per_pixel_and_resume_keeps_its_discriminator(tiny_d
     with pytest.raises(CheckpointError, match="not the configured vgg"):
         train(apply_overrides(cfg, {"steps": 4, "disc": "vgg"}), [tiny_data], tmp_path, random_vgg=True,
               resume=True)
+    with pytest.raises(ConfigError, match="unknown discriminator 'patchgan'; choose one of"):
+        train(apply_overrides(cfg, {"disc": "patchgan"}), [tiny_data], tmp_path / "bad", random_vgg=True)
 
 
 def test_discriminator_untouched_during_warmup(tiny_data, tmp_path):

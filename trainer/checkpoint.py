@@ -67,16 +67,17 @@ def checkpoint_from_onnx(path: Path, tolerance: float = 1e-4) -> dict[str, Any]:
     metadata rebuild the network and its initializers fill it. The exporter keeps parameter names
     except where it folds a tensor into a constant (PReLU slopes become ``val_N``); those are
     filled in the order the graph first uses them, matched by size. The result is proven, not
-    assumed: the rebuilt network and the ONNX graph (onnxruntime, CPU) must agree within
-    ``tolerance`` on a seeded input, else CheckpointError. ``g_ema`` is None (the export holds the
+    assumed: the rebuilt network and the ONNX graph (the runtime's onnxruntime fp32 CPU session) must
+    agree within ``tolerance`` on a seeded input, else CheckpointError. ``g_ema`` is None (the export holds the
     weights it was made from, usually an EMA); ``step`` is the card's ``train_steps``;
     ``from_onnx`` records the file, its sha256 and the measured difference."""
     import json
 
     import numpy as np
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
+
+    from srgan.runtime.engines import open_session
 
     try:
         proto = onnx.load(str(path))
@@ -103,8 +104,8 @@ def checkpoint_from_onnx(path: Path, tolerance: float = 1e-4) -> dict[str, Any]:
         weights[key] = torch.from_numpy(arrays[name].reshape(own[key].shape).astype(np.float32))
     model.load_state_dict(weights)
     x = torch.rand(1, int(hparams.get("in_channels", 3)), 12, 12, generator=torch.Generator().manual_seed(0))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    session = open_session(path, engine="onnxruntime", precision="fp32", device="cpu", threads=1, gated=False)
+    expected = session.run({session.inputs[0].name: x.numpy()})[0]
     with torch.no_grad():
         err = float(np.abs(model(x).numpy() - expected).max())
     if not err <= tolerance:

@@ -43,7 +43,7 @@ from srgan.runtime.errors import DeviceError, SRGANError
 from srgan.runtime.imageio import atomic_write
 
 from .checkpoint import FORMAT_VERSION, CheckpointError, generator_weights, load_checkpoint, save_checkpoint
-from .config import TrainConfig, save_config
+from .config import ConfigError, TrainConfig, save_config
 from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
 from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
 from .models import build_discriminator, build_generator
@@ -262,7 +262,10 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
     needs_vgg = cfg.warmup_content > 0 and warmup > 0 or use_gan and cfg.content > 0
 
     G = build_generator(cfg.arch, **cfg.model_kwargs()).to(dev)
-    D = build_discriminator(cfg.disc, in_size=cfg.hr_patch, channels=cfg.disc_channels).to(dev) if use_gan else None
+    try:
+        D = build_discriminator(cfg.disc, in_size=cfg.hr_patch, channels=cfg.disc_channels).to(dev) if use_gan else None
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
     if cfg.channels_last:
         G = G.to(memory_format=torch.channels_last)
         if D is not None:
