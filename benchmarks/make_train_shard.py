@@ -20,16 +20,20 @@ Layout of OUT (default ``shard/``, git-ignored)::
     manifest.tsv                  one row per file: crop, use, set, source_file, box, texture,
                                   licence, author_credit, source_repo, source_commit, source_path
     README.md                     what this is, and the attribution the photographs need
+    vgg16_int8.safetensors        with --vgg FILE: that VGG-16 trunk, int8 with a scale per output channel
+                                  (``trainer.pretrained.quantize_int8``; 14.7 MB against 29 MB in fp16), so
+                                  a perceptual phase can run there: ``--vgg-weights OUT/vgg16_int8.safetensors``
     Photos_README.md, Photos_MANIFEST.tsv   copies of Photos/README.md and MANIFEST.tsv
 
 Set5, Set14 and BSD100 (evaluation sets) are refused as training sets.
 
-The budget: a device run carries at most 64 MiB, *including the repository* (about 46 MiB of
+The budget: a device run carries at most 64 MiB, *including the repository* (about 39 MiB of
 tracked files on 2026-12-03, mostly models/), so the default budget is what fits: 63 MiB less the
-checkout's files; the summary line prints what would travel when OUT is inside it.
+checkout's files (with ``--vgg`` the 14 MiB VGG file leaves ~10 MiB: 348 crops); the summary line
+prints what would travel when OUT is inside it.
 
 Usage: python benchmarks/make_train_shard.py [-o shard] [--max-mib MIB] [--crop 192] [--format jpeg|png]
-       [--sets T91,BSD200,BSDS500_test200,Photos] [--data-dir DIR] [--no-val]
+       [--sets T91,BSD200,BSDS500_test200,Photos] [--data-dir DIR] [--no-val] [--vgg FILE]
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ from srgan.runtime.paths import checkout_root, data_dir
 TRAIN_SETS = ("T91", "BSD200", "BSDS500_test200", "Photos")
 EVAL_SETS = ("Set5", "Set14", "BSD100")  # never training data (BSD100 = BSDS500 val)
 VAL_SET = "Set5"
+VGG_FILE = "vgg16_int8.safetensors"
 TERMS = {  # licence and credit of the sets without a per-file manifest (../shared/data/SOURCES.md)
     "T91": ("research use only", "Yang et al., TIP 2010 (91 images)"),
     "BSD200": ("BSDS500: non-commercial research and educational use only",
@@ -72,6 +77,8 @@ licence and credit. Photos rows under CC BY / CC BY-SA need the credit in `autho
 the licence named and linked, and this note that the images were modified; BY-SA crops keep
 their licence. Photos_README.md and Photos_MANIFEST.tsv are the Photos folder's own notes.
 BSDS, T91 and Set5 images: non-commercial research use only.
+vgg16_int8.safetensors, when present: the ImageNet VGG-16 features trunk (torchvision's weights, see
+../shared/weights/README.md), int8 with one scale per output channel, for the content loss only.
 """
 
 
@@ -127,6 +134,15 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _int8_vgg(path: Path) -> bytes:
+    """The VGG-16 features trunk of ``path``, int8 per output channel, as safetensors bytes."""
+    from safetensors.torch import save
+
+    from srgan.trainer.pretrained import quantize_int8, read_state_dict
+    sd = {k: v for k, v in read_state_dict(path).items() if k.startswith("features.") or k[0].isdigit()}
+    return save(quantize_int8(sd))
+
+
 def _tree_mib(root: Path) -> float | None:
     """MiB of what a device call sends of the checkout: tracked and untracked-not-ignored files."""
     try:
@@ -151,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-texture", type=float, default=4.0, help="skip windows scoring under this")
     ap.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     ap.add_argument("--no-val", action="store_true", help="do not pack Set5 into val/Set5")
+    ap.add_argument("--vgg", type=Path, default=None,
+                    help="also pack this VGG-16 features file as OUT/vgg16_int8.safetensors (needs torch)")
     args = ap.parse_args(argv)
     if args.max_mib is None:
         checkout = checkout_root()
@@ -197,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         crop=args.crop, sets=", ".join(sets), fmt="JPEG q95, 4:4:4" if ext == "jpg" else "PNG").encode())]
     if photos:
         fixed += [(out / f"Photos_{f}", (root / "Photos" / f).read_bytes()) for f in ("README.md", "MANIFEST.tsv")]
+    if args.vgg is not None:
+        fixed.append((out / VGG_FILE, _int8_vgg(args.vgg)))
     manifest = ["\t".join(COLUMNS)]
     if not args.no_val:
         val_terms = [*TERMS[VAL_SET], "", "", ""]
@@ -207,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
                     manifest.append("\t".join([f"val/{VAL_SET}/{sub}/{src.name}", "validation only, never train",
                                                VAL_SET, f"{sub}/{src.name}", "", "", *val_terms]))
     used = sum(len(b) for _, b in fixed) + sum(len(r) + 1 for r in manifest)
+    if used > budget:
+        shutil.rmtree(out)
+        sys.exit(f"the shard's fixed files (README, Set5, the VGG file) take {used / 2**20:.1f} MiB, over the "
+                 f"{args.max_mib:g} MiB budget: raise --max-mib, or leave out --vgg / add --no-val")
     queues = [per_set[s] for s in sets]
     order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
     counts = dict.fromkeys(sets, 0)

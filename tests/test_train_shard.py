@@ -6,6 +6,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
@@ -92,3 +93,53 @@ def test_shard_refuses_evaluation_sets(data: Path, tmp_path: Path, sets: str) ->
     with pytest.raises(SystemExit, match="evaluation set"):
         _module().main(["--data-dir", str(data), "--sets", sets, "-o", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_shard_carries_int8_vgg_that_keeps_the_content_loss(data: Path, shared: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import ContentLoss
+    from srgan.trainer.pretrained import load_vgg_features
+
+    vgg = shared / "weights" / "vgg16_features_imagenet_torchvision.safetensors"
+    out = tmp_path / "s"
+    assert _module().main(["--data-dir", str(data), "--sets", "T91", "--max-mib", "14.5", "--no-val",
+                           "--vgg", str(vgg), "-o", str(out)]) == 0
+    packed = out / "vgg16_int8.safetensors"
+    assert packed.stat().st_size < 15e6 and sum(map(len, _files(out).values())) <= 14.5 * 2**20
+    # the trainer's content loss from the packed file, against the fp32 original, on a real crop and its bicubic SR
+    spec = "conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1,conv5_3:1"
+    with Image.open(next((out / "train").iterdir())) as im:
+        hr = torch.from_numpy(np.asarray(im.convert("RGB"))[:96, :96].copy()).permute(2, 0, 1)[None].float() / 255
+    sr = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(hr, 4), scale_factor=4, mode="bicubic")
+    losses = []
+    for path in (vgg, packed):
+        feats, info = load_vgg_features(spec, path)
+        losses.append(ContentLoss(feats, "l1", taps=info["taps"])(sr.clamp(0, 1), hr).item())
+    assert losses[0] > 0 and abs(losses[1] - losses[0]) / losses[0] < 0.01
+    with pytest.raises(SystemExit, match="over the 10 MiB budget"):  # the VGG file alone does not fit
+        _module().main(["--data-dir", str(data), "--sets", "T91", "--max-mib", "10", "--vgg", str(vgg),
+                        "-o", str(tmp_path / "t")])
+
+
+@pytest.mark.slow
+def test_gpu_script_gan_phase_dry_run_on_cpu(data: Path, shared: Path, tmp_path: Path) -> None:
+    """benchmarks/gpu_train_fast.sh gan, as a lent GPU would run it but tiny, on the CPU: the shard alone
+    (crops, Set5, int8 VGG) is enough to continue fast_x4 from its ONNX file and validate it."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "shard"
+    assert _module().main(["--data-dir", str(data), "--sets", "T91", "--max-mib", "15", "-o", str(out), "--vgg",
+                           str(shared / "weights" / "vgg16_features_imagenet_torchvision.safetensors")]) == 0
+    env = {**os.environ, "PYTHON": sys.executable, "PROBE": "6", "COPY_TO": str(tmp_path / "copy"),
+           "EXTRA": "--set batch=2 --set hr_patch=64 --set workers=0 --set log_every=1 --threads 1"}
+    run = subprocess.run(["bash", str(SCRIPT.parent / "gpu_train_fast.sh"), "gan", str(out), str(tmp_path / "runs"),
+                          "8"], cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with open(tmp_path / "copy" / "val.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and rows[-1]["set"] == "Set5" and float(rows[-1]["psnr_y"]) > float(rows[-1]["bicubic_psnr_y"])
+    config = (tmp_path / "copy" / "config.json").read_text()
+    assert "vgg16_int8.safetensors" in config and "span-nearest" in config
+    assert (tmp_path / "copy" / "generator.pt").stat().st_size > 0

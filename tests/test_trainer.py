@@ -25,7 +25,15 @@ from srgan.trainer.models import (
     build_discriminator,
     build_generator,
 )
-from srgan.trainer.pretrained import PretrainedWeightsError, load_lpips, load_vgg_features, vgg_layer_index
+from srgan.trainer.pretrained import (
+    INT8_SCALE,
+    PretrainedWeightsError,
+    load_lpips,
+    load_vgg_features,
+    quantize_int8,
+    read_state_dict,
+    vgg_layer_index,
+)
 from srgan.trainer.train import GENERATOR_NAME, RunError, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -446,6 +454,36 @@ def _random_vgg_file(path: Path, arch: str) -> None:
     net = getattr(torchvision.models, arch)(weights=None)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
+
+
+def test_int8_vgg_file_round_trip_and_features(tmp_path):
+    from safetensors.torch import save_file
+    _random_vgg_file(tmp_path / "vgg16.pth", "vgg16")
+    sd = {k: v for k, v in read_state_dict(tmp_path / "vgg16.pth").items() if k.startswith("features.")}
+    q = quantize_int8(sd)
+    convs = [k for k, v in sd.items() if v.dim() == 4]
+    assert len(convs) == 13 and all(q[k].dtype == torch.int8 and q[k + INT8_SCALE].shape == sd[k].shape[:1]
+                                    for k in convs)
+    save_file(q, str(tmp_path / "vgg16_int8.safetensors"))
+    back = read_state_dict(tmp_path / "vgg16_int8.safetensors")
+    assert set(back) == set(sd) and all(v.dtype == torch.float32 for v in back.values())
+    for k, v in sd.items():
+        step = v.abs().amax(dim=tuple(range(1, v.dim())), keepdim=True) / 127 if v.dim() == 4 else 0
+        assert ((back[k] - v).abs() <= step / 2 + 1e-7).all(), k  # half a step per output channel at most
+        assert v.dim() == 4 or torch.equal(back[k], v)  # biases exact
+    assert (tmp_path / "vgg16_int8.safetensors").stat().st_size < 0.3 * (tmp_path / "vgg16.pth").stat().st_size
+    spec = "conv1_2:0.1,conv3_3:1,conv5_3:1"
+    f32, _ = load_vgg_features(spec, tmp_path / "vgg16.pth")
+    f8, info = load_vgg_features(spec, tmp_path / "vgg16_int8.safetensors")
+    assert info["arch"] == "vgg16" and info["source"].endswith("vgg16_int8.safetensors")
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    a, b = f32(x), f8(x)
+    assert 0 < ((a - b).abs().mean() / a.abs().mean()).item() < 0.05
+
+    # a scale without its int8 tensor is a typed error naming the file, not a silent fp32 load
+    save_file({"0.weight" + INT8_SCALE: torch.ones(64)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(PretrainedWeightsError, match="bad.safetensors"):
+        read_state_dict(tmp_path / "bad.safetensors")
 
 
 def test_vgg19_from_torchvision_cache(tmp_path, monkeypatch):
