@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import TrainConfig, apply_overrides, load_config, preset
 from .data import data_fingerprint
-from .train import CONFIG_NAME, RunError, RunResult, _dist_info, check_out, read_resolved, train
+from .train import CONFIG_NAME, RunError, RunResult, check_out, dist_info, read_resolved, train
 
 __all__ = ["resolve_run", "run_training", "default_lpips"]
 
@@ -155,7 +155,7 @@ def run_training(*, preset_name: str | None, data: list[Path] | None, out: Path,
     result = train(cfg, folders, out, resume=resume, overwrite=overwrite, changes=changes, device=device,
                    vgg_weights=vgg_weights, random_vgg=random_vgg, init_from=init_from, cache_dir=cache_dir,
                    on_log=on_log, on_checkpoint=hook)
-    if (out / CONFIG_NAME).is_file() and _dist_info()[1] == 0:  # one writer: under DDP every rank gets here
+    if (out / CONFIG_NAME).is_file() and dist_info()[1] == 0:  # one writer: under DDP every rank gets here
         from .evaluate import write_results_zip
 
         write_results_zip(out)

@@ -49,7 +49,7 @@ from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, latt
 from .models import build_discriminator, build_generator
 from .pretrained import load_vgg_features
 
-__all__ = ["RunResult", "RunError", "train", "resolve_device", "autocast_dtype", "check_out",
+__all__ = ["RunResult", "RunError", "train", "dist_info", "resolve_device", "autocast_dtype", "check_out",
            "read_resolved", "CHECKPOINT_NAME", "GENERATOR_NAME", "CONFIG_NAME", "RUN_FILES", "RUN_OUTPUTS"]
 
 log = logging.getLogger(__name__)
@@ -226,14 +226,15 @@ class _Setup:
         return torch.autocast(self.dev.type, dtype=self.amp_dtype)
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
+    """(world size, rank, local rank) of this process as torchrun sets them; (1, 0, 0) without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _init_device(device: str) -> tuple[torch.device, int, int]:
     """The device of this process, world size and rank (joins the process group under torchrun)."""
-    world, rank, local_rank = _dist_info()
+    world, rank, local_rank = dist_info()
     dev = resolve_device(device)
     if world > 1:
         import torch.distributed as dist
