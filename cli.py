@@ -114,6 +114,9 @@ MaxMemoryOpt = Annotated[int, typer.Option(
     "(same result, from the model's measured bytes per pixel); 0 = no cap")]
 EnsembleOpt = Annotated[bool, typer.Option(
     "--ensemble", help="x8 self-ensemble: average the 8 flips/rotations (higher PSNR, 8x the time)")]
+ColorFixOpt = Annotated[bool, typer.Option(
+    "--color-fix", help="keep the input's broad colour and brightness (undoes the colour casts of models "
+    "trained for degraded photos; a few ms per megapixel)")]
 GridOpt = Annotated[bool, typer.Option("--grid", help="write comparison figures to OUT/grids")]
 HrOpt = Annotated[Path | None, typer.Option("--hr", exists=True, file_okay=False,
                                                help="folder of HR references (same names) for PSNR/SSIM")]
@@ -361,6 +364,7 @@ def upscale(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
     ensemble: EnsembleOpt = False,
+    color_fix: ColorFixOpt = False,
     grid: GridOpt = False,
     hr: HrOpt = None,
     metrics: MetricsOpt = None,
@@ -398,7 +402,8 @@ def upscale(
         try:
             options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                                      format=format.value if format else None, quality=quality, overwrite=overwrite,
-                                     max_pixels=max_pixels, max_memory=(max_memory << 20) or None, ensemble=ensemble)
+                                     max_pixels=max_pixels, max_memory=(max_memory << 20) or None, ensemble=ensemble,
+                                     color_fix=color_fix)
             done = upscale_ray(inputs, output, model=model, device=device.value, engine=engine.value,
                                precision=precision.value, options=options, ray_options=on_ray, recursive=recursive,
                                glob=glob, progress=bar, verbose=verbose)
@@ -420,7 +425,8 @@ def upscale(
         report = upscale_files(inputs, output, sr_model, recursive=recursive, glob=glob, hr_dir=hr, grid=grid,
                                metrics_csv=metrics, progress=bar, tile=tile, alpha=alpha.value, outscale=outscale,
                                format=format.value if format else None, quality=quality, overwrite=overwrite,
-                               max_pixels=max_pixels, max_memory=(max_memory << 20) or None, ensemble=ensemble)
+                               max_pixels=max_pixels, max_memory=(max_memory << 20) or None, ensemble=ensemble,
+                                     color_fix=color_fix)
     finally:
         if bar is not None:
             bar.stop()
@@ -456,6 +462,7 @@ def watch(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_memory: MaxMemoryOpt = DEFAULT_MAX_MEMORY >> 20,
     ensemble: EnsembleOpt = False,
+    color_fix: ColorFixOpt = False,
     settle: Annotated[float, typer.Option("--settle", min=0.0, max=3600.0,
                                           help="seconds a file must stay unchanged before it is read")] = 1.0,
     polling: Annotated[bool, typer.Option("--polling", help="poll the folder (network shares without "
@@ -481,7 +488,7 @@ def watch(
     options = UpscaleOptions(tile=tile, alpha=alpha.value, outscale=outscale,
                              format=format.value if format else None, quality=quality,
                              overwrite=overwrite, max_pixels=max_pixels, max_memory=(max_memory << 20) or None,
-                             ensemble=ensemble)
+                             ensemble=ensemble, color_fix=color_fix)
     sr_model = load(model, device=device.value, threads=threads, engine=engine.value, precision=precision.value,
                     denoise=denoise)
     _say_engine(sr_model, quiet=False)
@@ -681,6 +688,7 @@ def eval_(
     tile: TileOpt = DEFAULT_TILE,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="use the raw G weights, not the EMA")] = False,
     ensemble: EnsembleOpt = False,
+    color_fix: ColorFixOpt = False,
     grids: Annotated[int, typer.Option("--grids", min=0, help="comparison grids per set")] = 5,
     record: Annotated[bool, typer.Option("--record", help="write the means into the ONNX model's metadata "
                                          "and model card (needs -o and an ONNX MODEL)")] = False,
@@ -695,8 +703,8 @@ def eval_(
     _setup_logging(verbose)
     out = _deprecated(output, out_old, "--out", "-o/--output")
     checkpoint = Path(model).suffix == ".pt"
-    if record and ensemble:
-        raise UsageError("--record writes the model's own numbers; drop --ensemble to record them")
+    if record and (ensemble or color_fix):
+        raise UsageError("--record writes the model's own numbers; drop --ensemble and --color-fix to record them")
     if record and (out is None or checkpoint):
         raise UsageError("--record needs -o/--output and an ONNX model (not a .pt checkpoint)")
     if record and precision not in (Precision.auto, Precision.fp32):
@@ -713,8 +721,8 @@ def eval_(
 
         net = load(model, device=device.value, threads=threads, engine=engine.value, precision=precision.value)
         _say_engine(net, quiet=quiet)
-    report = evaluate(net, data, out, tile=tile, ensemble=ensemble, device=device.value, threads=threads,
-                      use_ema=not no_ema, grids_per_set=grids)
+    report = evaluate(net, data, out, tile=tile, ensemble=ensemble, color_fix=color_fix, device=device.value,
+                      threads=threads, use_ema=not no_ema, grids_per_set=grids)
     if json_:
         _print_json(report.to_dict())
     _say(report.table(), quiet=quiet, json_mode=json_)
@@ -916,6 +924,8 @@ def bench_quality_cmd(
         "--lpips", exists=True, dir_okay=False, help="LPIPS ONNX file (default models/lpips_alex.onnx when present)")
     ] = None,
     tile: TileOpt = DEFAULT_TILE,
+    color_fix: Annotated[bool, typer.Option(
+        "--color-fix", help="also score every model and peer with the colour fix, as NAME+fix")] = False,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
     engine: EngineOpt = Engine.auto,
@@ -924,7 +934,8 @@ def bench_quality_cmd(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """PSNR / SSIM (Y, border 4), LPIPS and speed of the models, bicubic and peers on the same LR images."""
+    """PSNR / SSIM (Y, border 4), LPIPS, colour cast and speed of the models, bicubic and peers on the same LR
+    images."""
     from srgan.runtime.api import load
     from srgan.runtime.bench import quality_markdown, write_quality
     from srgan.runtime.errors import UsageError
@@ -937,7 +948,7 @@ def bench_quality_cmd(
     sr_models = [load(name, device=device.value, threads=threads, engine=engine.value, precision=precision.value)
                  for name in names]
     report = run_quality(datasets, models=sr_models, peers=[p.value for p in peer or []], peers_dir=peers_dir,
-                         lpips=lpips, tile=tile, device=device.value, threads=threads,
+                         lpips=lpips, tile=tile, device=device.value, threads=threads, color_fix=color_fix,
                          progress=None if quiet or json_ else lambda text: typer.echo(text, err=True))
     written = write_quality(report, output)
     if json_:

@@ -9,8 +9,8 @@ reference, so there are no numbers on quality: look for JPEG blocks carried thro
 noise, ringing and over-sharpening.
 
 Usage: python benchmarks/real_photo_grids.py [--out runs/bench_real/photo_grids] [--held-out] [--method NAME ...]
-(methods: bicubic, shipped model names or .onnx paths, peer names, ``real:T`` for ``-m real --denoise T``;
-default bicubic srgan srresnet srcnn esrgan-thick realesrgan).
+(methods: bicubic, shipped model names or .onnx paths, peer names, ``real:T`` for ``-m real --denoise T``,
+any of them with ``+fix`` for ``--color-fix``; default bicubic srgan srresnet srcnn esrgan-thick realesrgan).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from srgan.runtime.api import load, upscale
+from srgan.runtime.colorfix import fix_image
 from srgan.runtime.grids import bicubic_baseline
 from srgan.runtime.imageio import atomic_write
 from srgan.runtime.paths import data_dir
@@ -33,6 +34,7 @@ HELD_OUT = ("BSD100/HR/img_005.png", "BSD100/HR/img_033.png", "BSD100/HR/img_058
 CROP = 160
 QUALITY = 50
 DEFAULT_METHODS = ("bicubic", "srgan", "srresnet", "srcnn", "esrgan-thick", "realesrgan")
+FIX = "+fix"
 
 
 def q50_crop(path: Path) -> np.ndarray:
@@ -49,6 +51,9 @@ def q50_crop(path: Path) -> np.ndarray:
 
 
 def method(name: str):
+    if name.endswith(FIX):  # the colour fix on the whole output, as --color-fix gives (tiled == whole)
+        run = method(name[: -len(FIX)])
+        return lambda lr: fix_image(lr, np.asarray(run(lr)), 4)
     if name == "bicubic":
         return lambda lr: bicubic_baseline(lr, 4)
     if name in PEERS:

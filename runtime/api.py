@@ -98,15 +98,17 @@ def _array_to_pil(pixels: np.ndarray, mode: str) -> Image.Image:
 
 @overload
 def upscale(image: np.ndarray, model: ModelLike = None, *, tile: int = ..., alpha: str = ...,
-            outscale: float | None = ..., max_memory: int | None = ..., ensemble: bool = ...) -> np.ndarray: ...
+            outscale: float | None = ..., max_memory: int | None = ..., ensemble: bool = ...,
+            color_fix: bool = ...) -> np.ndarray: ...
 @overload
 def upscale(image: Image.Image, model: ModelLike = None, *, tile: int = ..., alpha: str = ...,
-            outscale: float | None = ..., max_memory: int | None = ..., ensemble: bool = ...) -> Image.Image: ...
+            outscale: float | None = ..., max_memory: int | None = ..., ensemble: bool = ...,
+            color_fix: bool = ...) -> Image.Image: ...
 
 
 def upscale(image: np.ndarray | Image.Image, model: ModelLike = None, *, tile: int = DEFAULT_TILE,
             alpha: str = "bicubic", outscale: float | None = None, max_memory: int | None = DEFAULT_MAX_MEMORY,
-            ensemble: bool = False) -> np.ndarray | Image.Image:
+            ensemble: bool = False, color_fix: bool = False) -> np.ndarray | Image.Image:
     """Upscale one in-memory image by the model's scale (or to ``outscale`` x its size).
 
     ``image``: a PIL image (modes 1, L, LA, I;16, P, PA, RGB, RGBA, CMYK) -> a PIL
@@ -118,18 +120,18 @@ def upscale(image: np.ndarray | Image.Image, model: ModelLike = None, *, tile: i
     ``model``: a loaded model (:func:`load`), a registry name or path (loaded once
     and cached), or None for the default model. Options as ``srgan upscale``:
     ``tile`` (LR pixels, 0 = whole image; tiling is exact), ``max_memory`` (bytes per
-    CPU inference call, None = no cap), ``ensemble`` (x8 self-ensemble).
+    CPU inference call, None = no cap), ``ensemble`` (x8 self-ensemble), ``color_fix`` (keep the input's
+    broad colour and brightness, :mod:`runtime.colorfix`).
     Raises :class:`~runtime.errors.UsageError` for a bad option or image layout, and
     as :func:`load`; :class:`~runtime.errors.ModelRunError` if inference fails.
     """
-    from .ensemble import SelfEnsemble
     from .imageio import resize_lanczos
-    from .pipeline import UpscaleOptions, upscale_image
+    from .pipeline import UpscaleOptions, upscale_image, wrap_model
 
     opts = UpscaleOptions(tile=tile, alpha=alpha, outscale=outscale, max_memory=max_memory,  # type: ignore[arg-type]
-                          ensemble=ensemble)
+                          ensemble=ensemble, color_fix=color_fix)
     sr_model = _model(model)
-    net = SelfEnsemble(sr_model) if ensemble else sr_model
+    net = wrap_model(sr_model, ensemble=ensemble, color_fix=color_fix)
     flat = isinstance(image, np.ndarray) and image.ndim == 2
     if isinstance(image, np.ndarray):
         pixels, mode = image, None
@@ -141,7 +143,7 @@ def upscale(image: np.ndarray | Image.Image, model: ModelLike = None, *, tile: i
             raise UsageError(f"unsupported dtype {pixels.dtype}; use uint8, uint16 or float in [0, 1]")
     else:
         pixels, mode = _pil_to_array(image)
-    sr = upscale_image(pixels, net, tile=opts.tile, alpha=opts.alpha, max_memory=opts.max_memory)  # type: ignore[arg-type]
+    sr = upscale_image(pixels, net, tile=opts.tile, alpha=opts.alpha, max_memory=opts.max_memory)
     if opts.outscale is not None:
         h, w = pixels.shape[:2]
         size = max(1, round(h * opts.outscale)), max(1, round(w * opts.outscale))
@@ -180,7 +182,7 @@ def upscale_files(inputs: str | Path | Sequence[str | Path], out: str | Path, mo
     mirrored with ``recursive``). ``model`` as :func:`upscale` (a loaded one is used
     as it is). ``options``: the fields of :class:`runtime.pipeline.UpscaleOptions`
     (``tile``, ``alpha``, ``outscale``, ``format``, ``quality``, ``overwrite``,
-    ``max_pixels``, ``max_memory``, ``ensemble``). ``hr_dir``/``grid``/``metrics_csv``
+    ``max_pixels``, ``max_memory``, ``ensemble``, ``color_fix``). ``hr_dir``/``grid``/``metrics_csv``
     score against HR references and draw comparison figures.
 
     Returns a :class:`runtime.pipeline.BatchReport` (one result per file; a bad file
@@ -203,6 +205,7 @@ def upscale_files(inputs: str | Path | Sequence[str | Path], out: str | Path, mo
 
 def evaluate(model: ModelLike | Any, datasets: str | Path | Sequence[str | Path] | None = None,
              out: str | Path | None = None, *, lpips: bool = True, tile: int = 0, ensemble: bool = False,
+             color_fix: bool = False,
              device: str = "auto", threads: int = 0, use_ema: bool = True, grids_per_set: int = 5,
              progress: Callable[[str], None] | None = None) -> EvalReport:
     """PSNR / SSIM (Y, border = scale) and LPIPS of ``model`` and of bicubic on benchmark folders.
@@ -221,7 +224,7 @@ def evaluate(model: ModelLike | Any, datasets: str | Path | Sequence[str | Path]
     torch, and as :func:`load`.
     """
     from . import evaluation as ev
-    from .ensemble import SelfEnsemble
+    from .pipeline import wrap_model
 
     sets = ([datasets] if isinstance(datasets, (str, Path)) else list(datasets)) if datasets is not None \
         else ev.default_sets()
@@ -245,8 +248,10 @@ def evaluate(model: ModelLike | Any, datasets: str | Path | Sequence[str | Path]
         net = model
         path = getattr(model, "path", None)
         description = f"{Path(path).name if path else model} ({getattr(model, 'provider', 'loaded model')})"
-    if ensemble:
-        net, description = SelfEnsemble(net), f"{description}, x8 self-ensemble"
+    if ensemble or color_fix:
+        net = wrap_model(net, ensemble=ensemble, color_fix=color_fix)  # type: ignore[arg-type]  # same interface
+        description += "".join(f", {name}" for name, on in (("x8 self-ensemble", ensemble), ("colour fix", color_fix))
+                               if on)
     scorer = None
     if lpips:
         from .lpips import available_lpips

@@ -488,7 +488,7 @@ def read_quality_rows(path: str | Path) -> list[QualityRow]:
     with open(path, newline="", encoding="utf-8") as fh:
         return [QualityRow(r["dataset"], r["image"], r["method"], float(r["psnr_y"]), float(r["ssim_y"]),
                            number_or_text(r["psnr_rgb"]), number_or_text(r["lpips"]), float(r["seconds"]),
-                           int(r["output_pixels"])) for r in csv.DictReader(fh)]
+                           int(r["output_pixels"]), float(r.get("color") or "nan")) for r in csv.DictReader(fh)]
 
 
 def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upscale], *, scale: int = 4,
@@ -520,30 +520,33 @@ def bench_quality(datasets: Sequence[Sequence[Sample]], methods: dict[str, Upsca
                                  f"expected {s.hr.shape} uint8")
             m = grids.score_one(sr, s.hr, scale, lpips)
             rows.append(QualityRow(s.dataset, s.name, name, float(m["psnr_y"]), float(m["ssim_y"]), m["psnr_rgb"],
-                                   m["lpips"], seconds, sr.shape[0] * sr.shape[1]))
+                                   m["lpips"], seconds, sr.shape[0] * sr.shape[1], float(m["color_shift"])))
             _say(progress, f"{name} {s.dataset}/{s.name}: {m['psnr_y']:.2f} dB in {seconds:.2f} s")
     machine["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return QualityReport(rows, list(methods), scale, machine=machine)
 
 
 def quality_markdown(report: QualityReport) -> str:
-    """Mean PSNR-Y / SSIM-Y / LPIPS per dataset and method, output MP/s, machine, peers not run."""
+    """Mean PSNR-Y / SSIM-Y / LPIPS / colour cast per dataset and method, output MP/s, machine, peers not run."""
     ds = report.datasets
     by = {(s.dataset, s.method): s for s in report.summary()}
-    head = ["method", *(f"{d} {k}" for d in ds for k in ("PSNR-Y", "SSIM-Y", "LPIPS")), "output MP/s"]
+    head = ["method", *(f"{d} {k}" for d in ds for k in ("PSNR-Y", "SSIM-Y", "LPIPS", "colour")), "output MP/s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * (len(head) - 1)]
     for m in report.methods:
         cells = [m]
         for d in ds:
             s = by.get((d, m))
             cells += ["" if s is None else f"{s.psnr_y:.2f}", "" if s is None else f"{s.ssim_y:.4f}",
-                      "" if s is None else (f"{s.lpips:.4f}" if isinstance(s.lpips, float) else "n/a")]
+                      "" if s is None else (f"{s.lpips:.4f}" if isinstance(s.lpips, float) else "n/a"),
+                      "" if s is None else f"{s.color:+.2f}"]
         cells.append(f"{report.speed(m):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     counts = ", ".join(f"{d} {sum(1 for r in report.rows if r.dataset == d and r.method == report.methods[0])}"
                        for d in ds)
     notes = [f"Images: {counts}. Y of BT.601 YCbCr, border {report.scale}; gray images on their gray values; "
-             "LPIPS AlexNet v0.1 (lower is better). Speed: output megapixels per second of the upscale call alone, "
+             "LPIPS AlexNet v0.1 (lower is better). colour: the mean over images of the largest shift of a "
+             "channel's mean against the HR, in 0-255 levels (a cast; 0 is best). Speed: output megapixels per "
+             "second of the upscale call alone, "
              "on the machine below (shared and loaded: read it as a ranking, not a spec)."]
     if any(isinstance(s.lpips, str) for s in by.values()):
         notes.append(f"LPIPS {grids.LPIPS_UNAVAILABLE} (or pass --lpips PATH).")

@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from . import grids
+from .colorfix import ColorFix
 from .defaults import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_PIXELS,
@@ -84,6 +85,7 @@ __all__ = [
     "upscale_bands",
     "upscale_batch",
     "upscale_image",
+    "wrap_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class UpscaleOptions:
     the input's). ``quality``: JPEG/WebP 1-100. ``max_pixels``: input pixel limit.
     ``max_memory``: bytes one CPU inference call may take (tiles shrink to fit; None = no cap).
     ``ensemble``: x8 geometric self-ensemble (:mod:`runtime.ensemble`; 8x the inference time).
+    ``color_fix``: keep the input's broad colour and brightness (:mod:`runtime.colorfix`).
     """
 
     tile: int = DEFAULT_TILE
@@ -125,6 +128,7 @@ class UpscaleOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     max_memory: int | None = DEFAULT_MAX_MEMORY
     ensemble: bool = False
+    color_fix: bool = False
 
     def __post_init__(self) -> None:
         if self.tile < 0:
@@ -246,6 +250,18 @@ class _Finite:
 
     def _region(self, x: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         return self._check(self._infer.upscale_region(x, box), x)  # type: ignore[attr-defined]
+
+
+def wrap_model(model: SRModel, *, ensemble: bool = False, color_fix: bool = False) -> SRModel:
+    """``model`` behind the optional wrappers, always in this order: the x8 self-ensemble
+    (:mod:`runtime.ensemble`), then the colour fix (:mod:`runtime.colorfix`, on the ensemble's mean). Each has
+    the model's interface, so tiling, batching and memory caps apply unchanged."""
+    wrapped: Any = model
+    if ensemble:
+        wrapped = SelfEnsemble(wrapped)
+    if color_fix:
+        wrapped = ColorFix(wrapped)
+    return wrapped  # type: ignore[no-any-return]  # the same interface
 
 
 def check_model(model: SRModel) -> None:
@@ -485,8 +501,7 @@ def _begin(src: Path, dst: Path, model: SRModel, options: UpscaleOptions, *, hr:
         if dst.exists() and not options.overwrite:
             return FileResult(src, dst, "skipped", "output exists (use --overwrite to replace it)")
         image = read_image(src, max_pixels=options.max_pixels)
-        if options.ensemble:
-            model = SelfEnsemble(model)  # type: ignore[assignment]  # the same interface
+        model = wrap_model(model, ensemble=options.ensemble, color_fix=options.color_fix)
         h, w, c = image.pixels.shape
         s = model.scale
         run: dict[str, Any] = {"tile": options.tile, "alpha": options.alpha, "max_memory": options.max_memory,

@@ -24,7 +24,7 @@ __all__ = ["run_quality"]
 def run_quality(datasets: Sequence[str | Path] | None = None, *, models: Sequence[SRModel] = (),
                 peers: Sequence[str] = (),
                 peers_dir: str | Path | None = None, lpips: str | Path | None = None, tile: int = DEFAULT_TILE,
-                device: str = "auto", threads: int = 0,
+                device: str = "auto", threads: int = 0, color_fix: bool = False,
                 progress: Callable[[str], None] | None = None) -> QualityReport:
     """What ``srgan bench quality`` runs: the loaded ``models`` (none: bicubic and peers only), MATLAB
     bicubic and the ``peers`` on the same LR images of each dataset folder, timed image by image in turn.
@@ -33,17 +33,19 @@ def run_quality(datasets: Sequence[str | Path] | None = None, *, models: Sequenc
     ``$SRGAN_DATA_DIR``). ``peers``: names of :data:`runtime.peers.PEERS`, or ``all`` for
     every one that loads (the others are listed in ``report.skipped`` with the reason); a
     peer named explicitly must load. ``lpips``: an LPIPS ONNX file (None = the shipped one
-    when present). ``tile``: the model's LR tile side (0 = whole image).
+    when present). ``tile``: the model's LR tile side (0 = whole image). ``color_fix``: also score each
+    model and peer with the colour fix (:mod:`runtime.colorfix`), as ``<name>+fix`` beside it.
 
     Raises :class:`~runtime.errors.UsageError` (unknown peer, no datasets, models of different scales
     or of one file name), :class:`~runtime.peers.PeerUnavailableError` for a named peer that cannot load.
     """
     from .bench import bench_quality, load_dataset
+    from .colorfix import fix_image
     from .evaluation import DEFAULT_SETS, default_sets
     from .lpips import available_lpips, load_lpips
     from .paths import data_dir
     from .peers import PEERS, PeerUnavailableError, load_peer
-    from .pipeline import upscale_image
+    from .pipeline import upscale_image, wrap_model
 
     names = list(dict.fromkeys(n for p in peers for n in (PEERS if p == "all" else [p])))
     unknown = [n for n in names if n not in PEERS]
@@ -72,6 +74,14 @@ def run_quality(datasets: Sequence[str | Path] | None = None, *, models: Sequenc
 
         methods[model.path.stem] = run_model
         descriptions[model.path.stem] = f"{model.path} on {model.provider}, tile {tile or 'whole'}"
+        if color_fix:
+            fixed = wrap_model(model, color_fix=True)
+
+            def run_fixed(lr: np.ndarray, m: SRModel = fixed) -> np.ndarray:
+                return upscale_image(lr, m, tile=tile)
+
+            methods[f"{model.path.stem}+fix"] = run_fixed
+            descriptions[f"{model.path.stem}+fix"] = f"{model.path.stem} with --color-fix (tiled with it)"
     methods["bicubic"] = lambda lr: grids.bicubic_baseline(lr, scale)
     descriptions["bicubic"] = "MATLAB-compatible bicubic (runtime.resize.imresize)"
     for n in names:
@@ -79,6 +89,12 @@ def run_quality(datasets: Sequence[str | Path] | None = None, *, models: Sequenc
             methods[n] = load_peer(n, folder=None if peers_dir is None else Path(peers_dir), device=device,
                                    threads=threads)
             descriptions[n] = PEERS[n].description
+            if color_fix:
+                def peer_fixed(lr: np.ndarray, run: Upscale = methods[n]) -> np.ndarray:
+                    return fix_image(lr, run(lr), scale)
+
+                methods[f"{n}+fix"] = peer_fixed
+                descriptions[f"{n}+fix"] = f"{n}'s output with the colour fix (runtime.colorfix.fix_image)"
         except PeerUnavailableError as e:
             if "all" not in peers:
                 raise

@@ -57,7 +57,9 @@ class LatencyReport:
 
 @dataclass(frozen=True)
 class QualityRow:
-    """One method on one image: metrics (see :func:`runtime.grids.score_one`), seconds, output pixels."""
+    """One method on one image: metrics (see :func:`runtime.grids.score_one`), seconds, output pixels, and
+    ``color``, the colour cast (:func:`runtime.metrics.color_shift`, 0-255 levels; NaN in files written
+    before it was measured)."""
 
     dataset: str
     image: str
@@ -68,11 +70,13 @@ class QualityRow:
     lpips: float | str
     seconds: float
     output_pixels: int
+    color: float = float("nan")
 
 
 @dataclass(frozen=True)
 class QualitySummary:
-    """Means of one method over one dataset (``lpips`` text when not measured) and its throughput."""
+    """Means of one method over one dataset (``lpips`` text when not measured), its throughput, and the mean
+    colour cast (signed, as ``srgan eval``'s ``colour``)."""
 
     dataset: str
     method: str
@@ -81,6 +85,7 @@ class QualitySummary:
     ssim_y: float
     lpips: float | str
     output_mp_per_s: float
+    color: float = float("nan")
 
 
 @dataclass
@@ -112,7 +117,7 @@ class QualityReport:
                     next(v for v in lp if isinstance(v, str))
                 out.append(QualitySummary(d, m, len(rows), float(np.mean([r.psnr_y for r in rows])),
                                           float(np.mean([r.ssim_y for r in rows])), lpips,
-                                          mp_per_s(rows)))
+                                          mp_per_s(rows), float(np.mean([r.color for r in rows]))))
         return out
 
     def speed(self, method: str) -> float:

@@ -156,7 +156,9 @@ def test_quality_end_to_end(tiny, dataset: Path, tmp_path: Path) -> None:
     assert len(rows) == 6 and rows[0]["method"] == "tiny" and float(rows[0]["psnr_y"]) == pytest.approx(
         report.rows[0].psnr_y, abs=1e-6)
     md = (tmp_path / "out" / "quality.md").read_text().splitlines()
-    assert md[0] == "| method | tinyset PSNR-Y | tinyset SSIM-Y | tinyset LPIPS | output MP/s |"
+    assert md[0] == "| method | tinyset PSNR-Y | tinyset SSIM-Y | tinyset LPIPS | tinyset colour | output MP/s |"
+    assert [r.color for r in back] == pytest.approx([r.color for r in report.rows], abs=1e-6)
+    assert report.rows[0].color == pytest.approx(metrics.color_shift(methods["tiny"](samples[0].lr), samples[0].hr))
     bicubic_mean = summary[("tinyset", "bicubic")].psnr_y
     assert md[2].startswith("| tiny | ") and md[3].startswith(f"| bicubic | {bicubic_mean:.2f} | ")
     for png in ("quality_vs_speed.png", "per_image_tinyset.png"):
@@ -198,6 +200,15 @@ def test_cli_bench_quality_with_a_peer_folder(model_dir: Path, dataset: Path, tm
     rows = list(csv.DictReader(open(out / "quality_per_image.csv")))
     by = {(row["method"], row["image"]): float(row["psnr_y"]) for row in rows}
     assert by[("esrgan-slim", "a.png")] == pytest.approx(by[("tiny_x4", "a.png")], abs=0.01)  # same net, same result
+
+    r = runner.invoke(cli.app, [*base, "--peer", "esrgan-slim", "--color-fix", "-o", str(tmp_path / "fix")])
+    assert r.exit_code == 0, r.output
+    summary = {row["method"]: row for row in csv.DictReader(open(tmp_path / "fix" / "quality_summary.csv"))}
+    assert list(summary) == ["tiny_x4", "tiny_x4+fix", "bicubic", "esrgan-slim", "esrgan-slim+fix"]
+    # the model's fix runs tiled inside the tiler, the peer's on its whole uint8 output: the same net, the same fix
+    assert float(summary["esrgan-slim+fix"]["psnr_y"]) == pytest.approx(float(summary["tiny_x4+fix"]["psnr_y"]),
+                                                                        abs=0.02)
+    assert abs(float(summary["tiny_x4+fix"]["color"])) < abs(float(summary["tiny_x4"]["color"]))
 
     r = runner.invoke(cli.app, [*base, "--peer", "nope"])
     assert r.exit_code == 2 and "'nope' is not one of" in r.output
