@@ -127,6 +127,7 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "content_loss": training.get("content_loss"), "weights": meta.get("weights"),
             "checkpoint_sha256": meta.get("checkpoint_sha256"),
             "averaged_from": json.loads(meta["averaged_from"]) if "averaged_from" in meta else None,
+            "initialised_from": json.loads(meta["initialised_from"]) if "initialised_from" in meta else None,
             "degradation": training.get("degradation"), "degradation_params": training.get("degradation_params"),
             "phase2_weights": {k: training[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g")
                                if k in training} or None,
@@ -142,6 +143,15 @@ def build_card(model_path: Path) -> dict[str, Any]:
 
 def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _ancestry(parent: dict[str, Any]) -> str:
+    """``file`` (step N, sha256 ...), itself fine-tuned from ... : the chain of ``--init`` parents, nearest first."""
+    text = f"`{parent.get('file')}` ({parent.get('arch')}, step {parent.get('step')}, " \
+           f"sha256 `{str(parent.get('sha256'))[:16]}...`)"
+    if parent.get("initialised_from"):
+        text += ", itself fine-tuned from " + _ancestry(parent["initialised_from"])
+    return text
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -168,6 +178,7 @@ def render_markdown(card: dict[str, Any]) -> str:
            "every parameter range is in the card's JSON, `training.degradation_params`)."]
           if t.get("degradation_params") else []),
         f"- Weights: {t['weights']}; checkpoint sha256 `{t['checkpoint_sha256']}`.",
+        *([f"- Fine-tuned from {_ancestry(t['initialised_from'])}."] if t.get("initialised_from") else []),
         *([f"- Weight average of {len(t['averaged_from'])} checkpoints: " + "; ".join(
             f"`{a['file']}` (step {a['step']}, {a['weights']}, sha256 `{a['sha256'][:16]}...`)"
             for a in t["averaged_from"]) + "."] if t.get("averaged_from") else []),

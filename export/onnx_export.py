@@ -158,8 +158,9 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     Keys: scale, arch, receptive_radius (LR px), input_range ``0-1``, color_order
     ``RGB``, output (``linear; clamp to 0-1``), trained_on, train_steps,
     checkpoint_sha256, weights (``ema`` or ``g``), hparams (JSON), training (JSON
-    summary of the config), opset, exporter, and, when known, quality (JSON) and
-    averaged_from (JSON: the checkpoints a weight average was made of).
+    summary of the config), opset, exporter, and, when known, quality (JSON),
+    averaged_from (JSON: the checkpoints a weight average was made of) and initialised_from (JSON: the
+    model a fine-tune started from, :func:`trainer.checkpoint.lineage`).
     """
     cfg = state.get("config") or {}
     kind = generator_weights(state, use_ema)[1]
@@ -193,6 +194,8 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     if state.get("averaged_from"):  # a weight average of several runs (trainer.checkpoint.average_generators)
         meta["averaged_from"] = json.dumps([{k: src.get(k) for k in ("sha256", "step", "weights")} | {
             "file": Path(src["path"]).as_posix()} for src in state["averaged_from"]], sort_keys=True)
+    if state.get("initialised_from"):  # a fine-tune (--init): its parent, and the parent's parent...
+        meta["initialised_from"] = json.dumps(state["initialised_from"], sort_keys=True)
     if quality:
         meta["quality"] = json.dumps(quality, sort_keys=True)
     return meta

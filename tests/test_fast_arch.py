@@ -240,3 +240,39 @@ def test_init_partial_loads_the_matching_layers_and_refuses_without_it(tmp_path:
     want = load_checkpoint(init)["g"]
     assert torch.equal(got["head.weight"], want["head.weight"]) and torch.equal(got["fuse.bias"], want["fuse.bias"])
     assert "tail.weight" not in got and "up_out.weight" in got
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "T91").is_dir(), reason="needs ../shared/data/T91")
+def test_a_fine_tune_records_its_parents_through_resume_export_and_card(tmp_path: Path) -> None:
+    """--init from an export of a fine-tune: the checkpoint (also after --resume), the ONNX metadata and the
+    card name the parent and the parent's parent with their steps and sha256, so a card tells how many steps
+    a model stands on."""
+    from PIL import Image
+
+    from srgan.export.model_card import build_card, render_markdown
+    from srgan.trainer.checkpoint import file_sha256
+    from srgan.trainer.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted((SHARED / "data" / "T91").rglob("*.png"))[:2]:
+        with Image.open(src) as im:
+            im.convert("RGB").crop((0, 0, 64, 64)).save(data / src.name)
+    torch.manual_seed(6)
+    root = _save_tiny(_randomised(SPAN(scale=4, channels=8, blocks=2, rep=False)), tmp_path / "root" / "g.pt")
+    cfg = dataclasses.replace(preset("fast-psnr"), channels=8, blocks=2, hr_patch=32, batch=2, steps=2, workers=0,
+                              checkpoint_every=1, log_every=1, lr_milestones=())
+    train(cfg, [data], tmp_path / "child", device="cpu", init_from=root)
+    child = export_generator(tmp_path / "child" / "generator.pt", tmp_path / "child.onnx").path
+    train(cfg, [data], tmp_path / "grandchild", device="cpu", init_from=child)
+    train(dataclasses.replace(cfg, steps=3), [data], tmp_path / "grandchild", device="cpu", resume=True)
+    state = load_checkpoint(tmp_path / "grandchild" / "generator.pt")
+    assert state["step"] == 3
+    parent = state["initialised_from"]
+    assert parent["file"] == child.as_posix() and parent["sha256"] == file_sha256(child) and parent["step"] == 2
+    assert parent["initialised_from"] == {"file": root.as_posix(), "sha256": file_sha256(root), "arch": "span",
+                                          "step": 3}
+    card = build_card(export_generator(tmp_path / "grandchild" / "generator.pt", tmp_path / "gc.onnx").path)
+    assert card["training"]["initialised_from"] == parent
+    md = render_markdown(card)
+    assert f"Fine-tuned from `{child.as_posix()}` (span, step 2" in md and "itself fine-tuned from" in md

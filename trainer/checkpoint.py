@@ -23,7 +23,7 @@ from .models import build_generator
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "checkpoint_from_onnx", "generator_weights", "generator_from_checkpoint", "average_generators",
-           "file_sha256"]
+           "file_sha256", "lineage"]
 
 FORMAT_VERSION = 1
 
@@ -113,7 +113,19 @@ def checkpoint_from_onnx(path: Path, tolerance: float = 1e-4) -> dict[str, Any]:
                               f"(> {tolerance:g}); it cannot be used to continue training")
     return {"format_version": FORMAT_VERSION, "arch": arch, "hparams": hparams, "g": weights, "g_ema": None,
             "step": int(meta.get("train_steps") or 0),
+            "initialised_from": json.loads(meta["initialised_from"]) if "initialised_from" in meta else None,
             "from_onnx": {"path": str(path), "sha256": file_sha256(path), "max_abs_diff": err}}
+
+
+def lineage(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """What a run started with ``--init path`` records of its parent (``state``, as :func:`load_checkpoint` read
+    it): the file, its sha256, its arch and step, and the parent's own parent, so a model card can say how many
+    steps a fine-tune stands on."""
+    entry = {"file": Path(path).as_posix(), "sha256": file_sha256(Path(path)), "arch": state.get("arch"),
+             "step": state.get("step")}
+    if state.get("initialised_from"):
+        entry["initialised_from"] = state["initialised_from"]
+    return entry
 
 
 def generator_weights(state: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:

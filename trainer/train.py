@@ -42,7 +42,14 @@ from torch import nn
 from srgan.runtime.errors import DeviceError, SRGANError
 from srgan.runtime.imageio import atomic_write
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, generator_weights, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    generator_weights,
+    lineage,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import ConfigError, TrainConfig, save_config
 from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
 from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
@@ -219,6 +226,7 @@ class _Setup:
     Dt: nn.Module | None
     fmt: torch.memory_format
     degradation: Any = None    # on-the-fly LR model (trainer.degradations), None when LR is made once
+    initialised_from: dict[str, Any] | None = None  # --init: the parent model (file, sha256, step, its own parent)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -271,6 +279,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
         G = G.to(memory_format=torch.channels_last)
         if D is not None:
             D = D.to(memory_format=torch.channels_last)
+    initialised_from = None
     if init_from is not None:
         init = load_checkpoint(init_from)
         weights = generator_weights(init)[0]
@@ -288,6 +297,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
                                   f"hyperparameters: {str(e).splitlines()[0]} ... To load the layers that match "
                                   "and start the rest fresh, add --set init_partial=true") from None
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
+        initialised_from = lineage(init_from, init)
     ema = copy.deepcopy(G).eval() if cfg.ema_decay > 0 else None
     if ema is not None:
         for p in ema.parameters():
@@ -313,7 +323,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
             Dt = nn.parallel.DistributedDataParallel(D, device_ids=ids)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return _Setup(cfg, dev, world, rank, amp_dtype, pairs, degradation_params, ep, warmup, steps, G, D, ema,
-                  content, content_info, opt_g, opt_d, scaler, Gt, Dt, fmt, degradation)
+                  content, content_info, opt_g, opt_d, scaler, Gt, Dt, fmt, degradation, initialised_from)
 
 
 def _resume(s: _Setup, ckpt_path: Path) -> int:
@@ -332,6 +342,7 @@ def _resume(s: _Setup, ckpt_path: Path) -> int:
                                   "with --init instead of --resume") from None
         s.opt_d.load_state_dict(state["opt_d"])
     torch.set_rng_state(state["torch_rng"])
+    s.initialised_from = state.get("initialised_from")
     start = int(state["step"])
     log.info("resumed %s at step %d", ckpt_path, start)
     if start >= s.steps:
@@ -476,6 +487,7 @@ def _save(s: _Setup, out: Path, step: int) -> None:
         "g": g_state, "g_ema": e_state, "step": step, "phase": 1 if step <= s.warmup else 2,
         "warmup_steps": s.warmup, "config": _plain(dataclasses.asdict(s.cfg)), "content_loss": s.content_info,
         "train_images": len(s.pairs), "degradation_params": s.degradation_params,
+        "initialised_from": s.initialised_from,
     }
     full = dict(common, opt_g=s.opt_g.state_dict(),
                 d=s.D.state_dict() if s.D is not None else None, d_hparams=s.D.hparams if s.D is not None else None,
