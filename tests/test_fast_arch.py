@@ -214,20 +214,26 @@ def test_nearest_upsampler_exports_and_tiles_exactly(tmp_path: Path, engine: str
     assert np.array_equal(whole, upscale_image(img, model, tile=12, max_memory=None))
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "T91").is_dir(), reason="needs ../shared/data/T91")
-def test_init_partial_loads_the_matching_layers_and_refuses_without_it(tmp_path: Path) -> None:
-    """A span checkpoint starts a span-nearest run only with init_partial: the body comes from the
-    checkpoint (lr 0 keeps it), the upsampler is fresh; without the key the error names the fix."""
+def _two_t91_crops(tmp_path: Path) -> Path:
+    """A training folder of two 64-px crops of T91 images."""
     from PIL import Image
-
-    from srgan.trainer.checkpoint import CheckpointError
-    from srgan.trainer.train import train
 
     data = tmp_path / "data"
     data.mkdir()
     for src in sorted((SHARED / "data" / "T91").rglob("*.png"))[:2]:
         with Image.open(src) as im:
             im.convert("RGB").crop((0, 0, 64, 64)).save(data / src.name)
+    return data
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "T91").is_dir(), reason="needs ../shared/data/T91")
+def test_init_partial_loads_the_matching_layers_and_refuses_without_it(tmp_path: Path) -> None:
+    """A span checkpoint starts a span-nearest run only with init_partial: the body comes from the
+    checkpoint (lr 0 keeps it), the upsampler is fresh; without the key the error names the fix."""
+    from srgan.trainer.checkpoint import CheckpointError
+    from srgan.trainer.train import train
+
+    data = _two_t91_crops(tmp_path)
     torch.manual_seed(5)
     init = _save_tiny(_randomised(SPAN(scale=4, channels=8, blocks=2, rep=False)), tmp_path / "init" / "g.pt")
     cfg = dataclasses.replace(preset("fast-psnr"), arch="span-nearest", channels=8, blocks=2, hr_patch=32, batch=2,
@@ -247,17 +253,11 @@ def test_a_fine_tune_records_its_parents_through_resume_export_and_card(tmp_path
     """--init from an export of a fine-tune: the checkpoint (also after --resume), the ONNX metadata and the
     card name the parent and the parent's parent with their steps and sha256, so a card tells how many steps
     a model stands on."""
-    from PIL import Image
-
     from srgan.export.model_card import build_card, render_markdown
     from srgan.trainer.checkpoint import file_sha256
     from srgan.trainer.train import train
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for src in sorted((SHARED / "data" / "T91").rglob("*.png"))[:2]:
-        with Image.open(src) as im:
-            im.convert("RGB").crop((0, 0, 64, 64)).save(data / src.name)
+    data = _two_t91_crops(tmp_path)
     torch.manual_seed(6)
     root = _save_tiny(_randomised(SPAN(scale=4, channels=8, blocks=2, rep=False)), tmp_path / "root" / "g.pt")
     cfg = dataclasses.replace(preset("fast-psnr"), channels=8, blocks=2, hr_patch=32, batch=2, steps=2, workers=0,
