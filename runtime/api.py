@@ -248,10 +248,11 @@ def evaluate(model: ModelLike | Any, datasets: str | Path | Sequence[str | Path]
         net = model
         path = getattr(model, "path", None)
         description = f"{Path(path).name if path else model} ({getattr(model, 'provider', 'loaded model')})"
-    if ensemble or color_fix:
-        net = wrap_model(net, ensemble=ensemble, color_fix=color_fix)  # type: ignore[arg-type]  # same interface
-        description += "".join(f", {name}" for name, on in (("x8 self-ensemble", ensemble), ("colour fix", color_fix))
-                               if on)
+    net = wrap_model(net, ensemble=ensemble, color_fix=color_fix)  # type: ignore[arg-type]  # same interface
+    if ensemble:
+        description += ", x8 self-ensemble"
+    if color_fix:
+        description += ", colour fix"
     scorer = None
     if lpips:
         from .lpips import available_lpips

@@ -546,8 +546,8 @@ def quality_markdown(report: QualityReport) -> str:
     notes = [f"Images: {counts}. Y of BT.601 YCbCr, border {report.scale}; gray images on their gray values; "
              "LPIPS AlexNet v0.1 (lower is better). colour: the mean over images of the largest shift of a "
              "channel's mean against the HR, in 0-255 levels (a cast; 0 is best). Speed: output megapixels per "
-             "second of the upscale call alone, "
-             "on the machine below (shared and loaded: read it as a ranking, not a spec)."]
+             "second of the upscale call alone, on the machine below (shared and loaded: read it as a ranking, "
+             "not a spec)."]
     if any(isinstance(s.lpips, str) for s in by.values()):
         notes.append(f"LPIPS {grids.LPIPS_UNAVAILABLE} (or pass --lpips PATH).")
     if report.descriptions:
