@@ -1,5 +1,6 @@
 """Colour noise (runtime.metrics.chroma_noise_ratio) and straight-edge wobble
-(runtime.metrics.edge_wobble) on synthetic images whose answer is known."""
+(runtime.metrics.edge_wobble) on synthetic images whose answer is known, and the training
+terms against them (trainer.losses.chroma_loss, LDL's artifact_loss)."""
 from __future__ import annotations
 
 import math
@@ -151,6 +152,78 @@ def test_chroma_config_key_drives_the_phase2_term(tmp_path) -> None:  # noqa: AN
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and all(float(r["chroma"]) > 0 for r in rows)
     assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 3.0 * float(r["chroma"]), rel=1e-4)
+               for r in rows)
+
+
+# ---------------------------------------------------------------- LDL's artefact term (trainer.losses.artifact_loss)
+
+def _wobbled(hr: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``hr`` with each row shifted by -1, 0 or +1 px at random: straight edges made to wander."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.roll(row, int(s), axis=0) for row, s in zip(hr, rng.integers(-1, 2, hr.shape[0]))])
+
+
+def test_artifact_map_flags_wobbling_edges_not_an_even_error() -> None:
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import artifact_map
+
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()  # noqa: E731
+    hr = _scene()
+    even = t(np.clip(hr + 0.05, 0, 1))          # a constant error: its local variance is 0
+    wobble = t(_wobbled(hr))
+    assert float(np.abs(_wobbled(hr) - hr).mean()) < 0.05  # less L1 error than the even one...
+    m_even, m_wobble = (artifact_map(sr, t(hr), t(hr)) for sr in (even, wobble))
+    assert m_even.shape == (1, 1, 96, 128)
+    assert m_even[..., 4:-4, 4:-4].max().item() < 1e-9
+    assert m_wobble.max().item() > 1e-3          # ...but a high local variance along the mullions
+    on_edges = torch.from_numpy(np.abs(_wobbled(hr) - hr).sum(axis=2) > 0)[None, None]
+    assert m_wobble[on_edges].mean().item() > 10 * m_wobble[~on_edges].mean().item()
+
+
+def test_artifact_map_is_kept_only_where_the_ema_is_closer_to_hr() -> None:
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import artifact_loss, artifact_map
+
+    hr = torch.from_numpy(_scene()).permute(2, 0, 1)[None].float()
+    sr = torch.from_numpy(_wobbled(_scene())).permute(2, 0, 1)[None].float().requires_grad_(True)
+    assert artifact_map(sr, sr.detach(), hr).abs().max().item() == 0.0  # EMA = G: nothing is new
+    worse = sr.detach() + 0.2 * (sr.detach() - hr)                           # EMA further from HR everywhere
+    assert artifact_map(sr, worse, hr).abs().max().item() == 0.0
+    loss = artifact_loss(sr, hr, hr)                                         # EMA perfect: all of the map counts
+    loss.backward()
+    assert loss.item() > 0 and sr.grad is not None
+    m = artifact_map(sr, hr, hr)
+    assert torch.equal(sr.grad.abs().sum(dim=1, keepdim=True) > 0, m > 0)  # gradient only where the map is
+
+
+def test_artifact_config_key_needs_the_ema_and_drives_the_phase2_term(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    import csv
+    import dataclasses
+
+    from PIL import Image
+
+    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+    from srgan.trainer.train import train
+
+    with pytest.raises(ConfigError, match="artifact"):
+        apply_overrides(TrainConfig(), {"artifact": "-1"})
+    with pytest.raises(ConfigError, match="ema_decay"):
+        apply_overrides(TrainConfig(), {"artifact": "100", "ema_decay": "0"})
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        img = (np.clip(_scene(64, 64) + np.random.default_rng(i).normal(0, 0.05, (64, 64, 3)), 0, 1) * 255)
+        Image.fromarray(img.astype(np.uint8)).save(data / f"s{i}.png")
+    cfg = dataclasses.replace(TrainConfig(), arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2,
+                              steps=3, warmup_steps=0, pixel=1.0, content=0.0, adv=0.0, artifact=1e4, workers=0,
+                              log_every=1, checkpoint_every=10, ema_decay=0.9, lr_g=1e-2)
+    train(cfg, [data], tmp_path / "run", device="cpu")
+    with open(tmp_path / "run" / "losses.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and float(rows[0]["artifact"]) == 0.0   # step 1: the EMA is G itself
+    assert float(rows[-1]["artifact"]) > 0                         # then G has moved away from its average
+    assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 1e4 * float(r["artifact"]), rel=1e-4)
                for r in rows)
 
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "ContentLoss",
-           "adversarial_g", "adversarial_d"]
+__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "artifact_map",
+           "artifact_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,6 +76,40 @@ def chroma_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
     fine luminance detail, which the perceptual terms are there to make, untouched.
     """
     return F.l1_loss(chroma_highpass(sr, scale), chroma_highpass(hr, scale))
+
+
+def artifact_map(sr: torch.Tensor, sr_ema: torch.Tensor, hr: torch.Tensor, *, window: int = 7,
+                 power: float = 5.0) -> torch.Tensor:
+    """(N, 1, H, W) artifact map of LDL (Liang, Zeng and Zhang, "Details or Artifacts: A Locally
+    Discriminative Learning Approach to Realistic Image Super-Resolution", CVPR 2022), no gradient.
+
+    The residual ``|hr - sr|`` (summed over channels) has a high local variance where a GAN
+    paints wrong structure (wobbly lines, aliasing, speckle) and a low one where it paints
+    plausible texture, whose error is spread evenly. The map is that local variance over a
+    ``window`` x ``window`` neighbourhood (unbiased, edges replicated: the paper zero-pads)
+    times the patch's global residual variance to the power 1 / ``power`` (the paper's
+    sigma = var(R)^(1/5), so patches with little error are penalised little). As in the
+    paper, it is kept only where the EMA of G is closer to ``hr`` than G is now
+    (``|hr - sr_ema| < |hr - sr|`` summed over channels): there the artefact is new and unstable,
+    where G already beats its average it is left to the other losses.
+    """
+    with torch.no_grad():
+        r = (hr.float() - sr.float()).abs().sum(dim=1, keepdim=True)
+        r_ema = (hr.float() - sr_ema.float()).abs().sum(dim=1, keepdim=True)
+        pad = window // 2
+        rp = F.pad(r, (pad,) * 4, mode="replicate")
+        mean = F.avg_pool2d(rp, window, stride=1)
+        local_var = (F.avg_pool2d(rp * rp, window, stride=1) - mean * mean).clamp_min(0) * (
+            window * window / (window * window - 1))
+        global_var = r.flatten(1).var(dim=1).view(-1, 1, 1, 1)
+        return local_var * global_var.pow(1.0 / power) * (r_ema < r)
+
+
+def artifact_loss(sr: torch.Tensor, sr_ema: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """LDL's artefact term: L1 between ``sr`` and ``hr`` weighted per pixel by :func:`artifact_map`
+    (summed over the map's pixels and channels, divided by the element count, as a mean L1)."""
+    m = artifact_map(sr, sr_ema, hr)
+    return (m * (sr.float() - hr.float()).abs()).mean()
 
 
 class ContentLoss(nn.Module):

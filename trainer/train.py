@@ -52,7 +52,16 @@ from .checkpoint import (
 )
 from .config import ConfigError, TrainConfig, save_config
 from .data import ImagePair, PatchBatches, data_fingerprint, degradation_config, epoch_steps, load_pairs
-from .losses import ContentLoss, adversarial_d, adversarial_g, chroma_loss, lattice_loss, lowfreq_loss, pixel_loss
+from .losses import (
+    ContentLoss,
+    adversarial_d,
+    adversarial_g,
+    artifact_loss,
+    chroma_loss,
+    lattice_loss,
+    lowfreq_loss,
+    pixel_loss,
+)
 from .models import build_discriminator, build_generator
 from .pretrained import load_vgg_features
 
@@ -68,8 +77,8 @@ LOSSES_NAME = "losses.csv"
 RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, GENERATOR_NAME, LOSSES_NAME)
 #: Everything a run writes into its folder (validation by trainer.run): what ``overwrite`` removes.
 RUN_OUTPUTS = (*RUN_FILES, "val.csv", "val", "results.zip")
-LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "adv_g",
-               "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
+LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "artifact",
+               "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -436,6 +445,12 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
         chr_ = chroma_loss(sr32, hr, cfg.scale)
         loss = loss + cfg.chroma * chr_
         terms["chroma"] = chr_.item()
+    if phase == 2 and cfg.artifact and s.ema is not None:
+        with torch.no_grad(), s.autocast():
+            sr_ema = s.ema(lr)
+        art = artifact_loss(sr32, sr_ema, hr)
+        loss = loss + cfg.artifact * art
+        terms["artifact"] = art.item()
     if w_adv and s.D is not None and s.Dt is not None:
         for p in s.D.parameters():
             p.requires_grad_(False)
