@@ -10,6 +10,11 @@
 #               lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors (VGG-16 does not fit
 #               a device call in fp16; int8 with a scale per output channel, trainer.pretrained.quantize_int8,
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
+#   PHASE real: real_x4 (issue 16), its perceptual phase continued on the real degradations: --preset real
+#               --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR (5e-5), batch 16, the
+#               same int8 VGG; the LR is degraded per sample on the CPU workers (trainer.degradations), so
+#               WORKERS matters more here. Set5 in val.csv is clean LR (a sanity line); choose on degraded
+#               Set5 here afterwards (benchmarks/make_degraded_bench.py, cli.py eval).
 #
 # A short probe (a throw-away run) measures steps/s first; the run then gets N = steps/s x SECONDS steps,
 # the learning rate halved at 40/60/75/85/93 % of them, so the schedule ends inside the budget. Set5
@@ -34,13 +39,15 @@ WORKERS=${WORKERS:-6}
 PROBE=${PROBE:-300}
 case "$PHASE" in
   psnr) phase=(--preset fast-psnr --init models/fast_psnr_x4.onnx --set batch="${BATCH:-64}" --set lr_g="${LR:-5e-4}") ;;
-  gan) [ -f "$SHARD/vgg16_int8.safetensors" ] || {
-         echo "$SHARD has no vgg16_int8.safetensors: make the shard with --vgg (see the header)" >&2; exit 1; }
-       phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
+  gan) phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
               --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000
               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
-  *) echo "PHASE must be psnr or gan, not '$PHASE'" >&2; exit 2 ;;
+  real) phase=(--preset real --init models/real_x4.onnx --set batch="${BATCH:-16}" --set lr_g="${LR:-5e-5}"
+               --set adv="${ADV:-0.02}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+  *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;
 esac
+case "$PHASE" in gan|real) [ -f "$SHARD/vgg16_int8.safetensors" ] || {
+  echo "$SHARD has no vgg16_int8.safetensors: make the shard with --vgg (see the header)" >&2; exit 1; } ;; esac
 [ -d "$SHARD/train" ] && [ -d "$SHARD/val/Set5" ] || { echo "$SHARD has no train/ and val/Set5/: make it with benchmarks/make_train_shard.py" >&2; exit 1; }
 mkdir -p "$RUNS"
 if ! "$PY" -c "import srgan" 2>/dev/null; then  # not installed (a bare GPU machine): the repository root is the package
