@@ -126,30 +126,37 @@ def test_chroma_loss_sees_colour_speckle_not_luminance_detail() -> None:
     assert noisy.grad is not None and noisy.grad.abs().sum() > 0
 
 
-def test_chroma_config_key_drives_the_phase2_term(tmp_path) -> None:  # noqa: ANN001
-    pytest.importorskip("torch")
+def _train_tiny(tmp_path, **changes: float) -> list[dict[str, str]]:  # noqa: ANN001
+    """A tiny SPAN trained on two noisy window-grid scenes with pixel L1 plus ``changes``: the loss rows."""
     import csv
     import dataclasses
 
     from PIL import Image
 
-    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+    from srgan.trainer.config import TrainConfig
     from srgan.trainer.train import train
 
-    with pytest.raises(ConfigError, match="chroma"):
-        apply_overrides(TrainConfig(), {"chroma": "-1"})
-    assert apply_overrides(TrainConfig(), {"chroma": "5"}).chroma == 5.0
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         img = (np.clip(_scene(64, 64) + np.random.default_rng(i).normal(0, 0.05, (64, 64, 3)), 0, 1) * 255)
         Image.fromarray(img.astype(np.uint8)).save(data / f"s{i}.png")
-    cfg = dataclasses.replace(TrainConfig(), arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2,
-                              steps=2, warmup_steps=0, pixel=1.0, content=0.0, adv=0.0, chroma=3.0, workers=0,
-                              log_every=1, checkpoint_every=10, ema_decay=0.0)
+    base = dict(arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2, steps=2, warmup_steps=0, pixel=1.0,
+                content=0.0, adv=0.0, workers=0, log_every=1, checkpoint_every=10, ema_decay=0.0)
+    cfg = dataclasses.replace(TrainConfig(), **{**base, **changes})
     train(cfg, [data], tmp_path / "run", device="cpu")
     with open(tmp_path / "run" / "losses.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        return list(csv.DictReader(fh))
+
+
+def test_chroma_config_key_drives_the_phase2_term(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+
+    with pytest.raises(ConfigError, match="chroma"):
+        apply_overrides(TrainConfig(), {"chroma": "-1"})
+    assert apply_overrides(TrainConfig(), {"chroma": "5"}).chroma == 5.0
+    rows = _train_tiny(tmp_path, chroma=3.0)
     assert len(rows) == 2 and all(float(r["chroma"]) > 0 for r in rows)
     assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 3.0 * float(r["chroma"]), rel=1e-4)
                for r in rows)
@@ -198,29 +205,13 @@ def test_artifact_map_is_kept_only_where_the_ema_is_closer_to_hr() -> None:
 
 def test_artifact_config_key_needs_the_ema_and_drives_the_phase2_term(tmp_path) -> None:  # noqa: ANN001
     pytest.importorskip("torch")
-    import csv
-    import dataclasses
-
-    from PIL import Image
-
     from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
-    from srgan.trainer.train import train
 
     with pytest.raises(ConfigError, match="artifact"):
         apply_overrides(TrainConfig(), {"artifact": "-1"})
     with pytest.raises(ConfigError, match="ema_decay"):
         apply_overrides(TrainConfig(), {"artifact": "100", "ema_decay": "0"})
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        img = (np.clip(_scene(64, 64) + np.random.default_rng(i).normal(0, 0.05, (64, 64, 3)), 0, 1) * 255)
-        Image.fromarray(img.astype(np.uint8)).save(data / f"s{i}.png")
-    cfg = dataclasses.replace(TrainConfig(), arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2,
-                              steps=3, warmup_steps=0, pixel=1.0, content=0.0, adv=0.0, artifact=1e4, workers=0,
-                              log_every=1, checkpoint_every=10, ema_decay=0.9, lr_g=1e-2)
-    train(cfg, [data], tmp_path / "run", device="cpu")
-    with open(tmp_path / "run" / "losses.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _train_tiny(tmp_path, steps=3, artifact=1e4, ema_decay=0.9, lr_g=1e-2)
     assert len(rows) == 3 and float(rows[0]["artifact"]) == 0.0   # step 1: the EMA is G itself
     assert float(rows[-1]["artifact"]) > 0                         # then G has moved away from its average
     assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 1e4 * float(r["artifact"]), rel=1e-4)
