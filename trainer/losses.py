@@ -91,7 +91,8 @@ def artifact_map(sr: torch.Tensor, sr_ema: torch.Tensor, hr: torch.Tensor, *, wi
     sigma = var(R)^(1/5), so patches with little error are penalised little). As in the
     paper, it is kept only where the EMA of G is closer to ``hr`` than G is now
     (``|hr - sr_ema| < |hr - sr|`` summed over channels): there the artefact is new and unstable,
-    where G already beats its average it is left to the other losses.
+    where G already beats its average it is left to the other losses. One difference: a tie
+    (only at a run's first step, where the EMA is G) counts as not new here; the paper keeps it.
     """
     with torch.no_grad():
         r = (hr.float() - sr.float()).abs().sum(dim=1, keepdim=True)
