@@ -25,7 +25,11 @@ from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError
 from .onnx_meta import read_metadata
 
-__all__ = ["card_paths", "build_card", "write_model_card", "record_quality", "quality_from_csv", "render_markdown"]
+__all__ = ["PHASE2_KEYS", "card_paths", "build_card", "write_model_card", "record_quality", "quality_from_csv",
+           "render_markdown"]
+
+#: The phase-2 loss weights and learning rate an export records from its run's config (those present).
+PHASE2_KEYS = ("pixel", "content", "lattice", "lowfreq", "chroma", "artifact", "lr_g")
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +133,7 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "averaged_from": json.loads(meta["averaged_from"]) if "averaged_from" in meta else None,
             "initialised_from": json.loads(meta["initialised_from"]) if "initialised_from" in meta else None,
             "degradation": training.get("degradation"), "degradation_params": training.get("degradation_params"),
-            "phase2_weights": {k: training[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g")
-                               if k in training} or None,
+            "phase2_weights": {k: training[k] for k in PHASE2_KEYS if k in training} or None,
         },
         "quality": quality if quality else _NOT_MEASURED,
         "precision_loss_bf16": json.loads(meta["precision_loss_bf16"]) if "precision_loss_bf16" in meta else None,

@@ -27,7 +27,7 @@ from srgan.trainer.models import deploy_generator
 
 from ._io import atomic_write_bytes, sidecar, write_json
 from .errors import ExportError, VariantError
-from .model_card import quality_from_csv, write_model_card
+from .model_card import PHASE2_KEYS, quality_from_csv, write_model_card
 from .onnx_meta import check_onnx, read_metadata, set_metadata
 from .parity import FP32_MAX_ABS, ParityReport, measure_parity, parity_inputs
 from .receptive import verify_receptive_radius
@@ -172,7 +172,7 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
         "ema_decay": cfg.get("ema_decay"),
     }
     if state.get("phase") == 2:  # the phase-2 loss weights (absent from older checkpoints' configs: omitted)
-        training.update({k: cfg[k] for k in ("pixel", "content", "lattice", "lowfreq", "lr_g") if k in cfg})
+        training.update({k: cfg[k] for k in PHASE2_KEYS if k in cfg})
     if state.get("degradation_params"):  # the on-the-fly degradation model (trainer.degradations), in full
         training["degradation_params"] = state["degradation_params"]
     meta = {

@@ -216,6 +216,11 @@ def test_artifact_config_key_needs_the_ema_and_drives_the_phase2_term(tmp_path) 
     assert float(rows[-1]["artifact"]) > 0                         # then G has moved away from its average
     assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 1e4 * float(r["artifact"]), rel=1e-4)
                for r in rows)
+    from srgan.export.model_card import build_card
+    from srgan.export.onnx_export import export_generator
+
+    card = build_card(export_generator(tmp_path / "run" / "generator.pt", tmp_path / "art.onnx").path)
+    assert card["training"]["phase2_weights"]["artifact"] == 1e4  # the card says which terms made the model
 
 
 def test_eval_scores_carry_both_checks() -> None:
