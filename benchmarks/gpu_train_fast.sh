@@ -46,8 +46,8 @@ case "$PHASE" in
                --set adv="${ADV:-0.02}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;
 esac
-case "$PHASE" in gan|real) [ -f "$SHARD/vgg16_int8.safetensors" ] || {
-  echo "$SHARD has no vgg16_int8.safetensors: make the shard with --vgg (see the header)" >&2; exit 1; } ;; esac
+[ "$PHASE" = psnr ] || [ -f "$SHARD/vgg16_int8.safetensors" ] || {  # the perceptual phases need the content loss
+  echo "$SHARD has no vgg16_int8.safetensors: make the shard with --vgg (see the header)" >&2; exit 1; }
 [ -d "$SHARD/train" ] && [ -d "$SHARD/val/Set5" ] || { echo "$SHARD has no train/ and val/Set5/: make it with benchmarks/make_train_shard.py" >&2; exit 1; }
 mkdir -p "$RUNS"
 if ! "$PY" -c "import srgan" 2>/dev/null; then  # not installed (a bare GPU machine): the repository root is the package
