@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "artifact_map",
-           "artifact_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
+           "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,6 +111,33 @@ def artifact_loss(sr: torch.Tensor, sr_ema: torch.Tensor, hr: torch.Tensor) -> t
     (summed over the map's pixels and channels, divided by the element count, as a mean L1)."""
     m = artifact_map(sr, sr_ema, hr)
     return (m * (sr.float() - hr.float()).abs()).mean()
+
+
+# BT.601 Y row for RGB in [0, 1] (offset dropped): the luma runtime.metrics.edge_wobble measures edges on.
+_Y = (65.481 / 255, 128.553 / 255, 24.966 / 255)
+
+
+def edge_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int, *, min_step: float = 20.0 / 255) -> torch.Tensor:
+    """Edge-position term: L1 between the signed vertical and horizontal Y steps of ``sr`` and ``hr``,
+    counted only within ``scale`` pixels (across the edge) of a strong step of ``hr``.
+
+    From the gradient loss of SPSR (Ma et al., "Structure-Preserving Super Resolution with Gradient
+    Guidance", CVPR 2020), which holds SR's gradient map to HR's so that GAN texture does not bend
+    structure. Two differences: the steps are signed and per axis (an edge moved by a pixel changes
+    where its step lies, not how large it is, so a magnitude map barely sees it), and the term is
+    masked to where ``runtime.metrics.edge_wobble`` looks: near HR steps of at least ``min_step``
+    (20 levels of 255), widened by ``scale`` pixels across the edge so that a step painted beside
+    the true one is penalised too. Elsewhere (texture, flat areas) it is zero and leaves the other
+    losses alone. The mean is over all step positions of both axes, like a mean L1.
+    """
+    w = sr.new_tensor(_Y).float().view(1, 3, 1, 1)
+    ys, yh = (sr.float() * w).sum(dim=1, keepdim=True), (hr.float() * w).sum(dim=1, keepdim=True)
+    total = sr.new_zeros((), dtype=torch.float32)
+    for dim, k in ((2, (2 * scale + 1, 1)), (3, (1, 2 * scale + 1))):
+        gs, gh = ys.diff(dim=dim), yh.diff(dim=dim)
+        near = F.max_pool2d((gh.abs() >= min_step).float(), k, stride=1, padding=(k[0] // 2, k[1] // 2))
+        total = total + (near * (gs - gh).abs()).mean()
+    return total / 2
 
 
 class ContentLoss(nn.Module):

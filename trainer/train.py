@@ -58,6 +58,7 @@ from .losses import (
     adversarial_g,
     artifact_loss,
     chroma_loss,
+    edge_loss,
     lattice_loss,
     lowfreq_loss,
     pixel_loss,
@@ -78,7 +79,7 @@ RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, GENERATOR_NAME, LOSSES_NAME)
 #: Everything a run writes into its folder (validation by trainer.run): what ``overwrite`` removes.
 RUN_OUTPUTS = (*RUN_FILES, "val.csv", "val", "results.zip")
 LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "artifact",
-               "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
+               "edge", "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -451,6 +452,10 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
         art = artifact_loss(sr32, sr_ema, hr)
         loss = loss + cfg.artifact * art
         terms["artifact"] = art.item()
+    if phase == 2 and cfg.edge:
+        edg = edge_loss(sr32, hr, cfg.scale)
+        loss = loss + cfg.edge * edg
+        terms["edge"] = edg.item()
     if w_adv and s.D is not None and s.Dt is not None:
         for p in s.D.parameters():
             p.requires_grad_(False)
