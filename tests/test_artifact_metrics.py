@@ -1,6 +1,6 @@
 """Colour noise (runtime.metrics.chroma_noise_ratio) and straight-edge wobble
 (runtime.metrics.edge_wobble) on synthetic images whose answer is known, and the training
-terms against them (trainer.losses.chroma_loss, LDL's artifact_loss)."""
+terms against them (trainer.losses.chroma_loss, LDL's artifact_loss, the edge-position edge_loss)."""
 from __future__ import annotations
 
 import math
@@ -221,6 +221,45 @@ def test_artifact_config_key_needs_the_ema_and_drives_the_phase2_term(tmp_path) 
 
     card = build_card(export_generator(tmp_path / "run" / "generator.pt", tmp_path / "art.onnx").path)
     assert card["training"]["phase2_weights"]["artifact"] == 1e4  # the card says which terms made the model
+
+
+# ---------------------------------------------------------------- the edge-position term (trainer.losses.edge_loss)
+
+def test_edge_loss_sees_moved_edges_not_brightness_or_texture_away_from_edges() -> None:
+    torch = pytest.importorskip("torch")
+    from srgan.trainer.losses import edge_loss
+
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()  # noqa: E731
+    hr = _scene()
+    assert edge_loss(t(hr), t(hr), 4).item() == 0.0
+    assert edge_loss(t(hr + 0.05), t(hr), 4).item() < 1e-6          # a constant offset moves no step
+    wobble = edge_loss(t(_wobbled(hr)), t(hr), 4).item()
+    assert wobble > 0.004
+    assert edge_loss(t(_wobbly(hr, 2)), t(hr), 4).item() > wobble    # more wander, more loss
+    # texture far from every HR edge (a flat patch, > 4 px from the mullions) is not this term's business
+    flat = np.zeros((64, 64, 3)) + 0.5
+    flat[28:36, :] = 0.9                                             # one horizontal bar: edges at rows 28 and 36
+    noisy = flat + np.where(np.abs(np.arange(64) - 32)[:, None, None] > 12,
+                            np.random.default_rng(0).normal(0, 0.05, (64, 64, 3)), 0.0)
+    assert edge_loss(t(noisy), t(flat), 4).item() == 0.0
+    assert edge_loss(t(np.roll(flat, 2, axis=0)), t(flat), 4).item() > 0.01  # the bar moved by 2 px
+
+
+def test_edge_config_key_drives_the_phase2_term_and_the_card(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+
+    with pytest.raises(ConfigError, match="edge"):
+        apply_overrides(TrainConfig(), {"edge": "-1"})
+    rows = _train_tiny(tmp_path, edge=5.0)
+    assert len(rows) == 2 and all(float(r["edge"]) > 0 for r in rows)
+    assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 5.0 * float(r["edge"]), rel=1e-4)
+               for r in rows)
+    from srgan.export.model_card import build_card
+    from srgan.export.onnx_export import export_generator
+
+    card = build_card(export_generator(tmp_path / "run" / "generator.pt", tmp_path / "edge.onnx").path)
+    assert card["training"]["phase2_weights"]["edge"] == 5.0
 
 
 def test_eval_scores_carry_both_checks() -> None:
