@@ -29,7 +29,7 @@ __all__ = ["PHASE2_KEYS", "card_paths", "build_card", "write_model_card", "recor
            "render_markdown"]
 
 #: The phase-2 loss weights and learning rate an export records from its run's config (those present).
-PHASE2_KEYS = ("pixel", "content", "lattice", "lowfreq", "chroma", "artifact", "edge", "lr_g")
+PHASE2_KEYS = ("pixel", "content", "lattice", "lowfreq", "chroma", "artifact", "edge", "distill", "lr_g")
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def build_card(model_path: Path) -> dict[str, Any]:
             "checkpoint_sha256": meta.get("checkpoint_sha256"),
             "averaged_from": json.loads(meta["averaged_from"]) if "averaged_from" in meta else None,
             "initialised_from": json.loads(meta["initialised_from"]) if "initialised_from" in meta else None,
+            "distilled_from": json.loads(meta["distilled_from"]) if "distilled_from" in meta else None,
             "degradation": training.get("degradation"), "degradation_params": training.get("degradation_params"),
             "phase2_weights": {k: training[k] for k in PHASE2_KEYS if k in training} or None,
         },
@@ -182,6 +183,8 @@ def render_markdown(card: dict[str, Any]) -> str:
           if t.get("degradation_params") else []),
         f"- Weights: {t['weights']}; checkpoint sha256 `{t['checkpoint_sha256']}`.",
         *([f"- Fine-tuned from {_ancestry(t['initialised_from'])}."] if t.get("initialised_from") else []),
+        *([f"- Distilled from (held to its output) {_ancestry(t['distilled_from'])}."]
+          if t.get("distilled_from") else []),
         *([f"- Weight average of {len(t['averaged_from'])} checkpoints: " + "; ".join(
             f"`{a['file']}` (step {a['step']}, {a['weights']}, sha256 `{a['sha256'][:16]}...`)"
             for a in t["averaged_from"]) + "."] if t.get("averaged_from") else []),

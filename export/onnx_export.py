@@ -194,8 +194,9 @@ def generator_metadata(state: dict[str, Any], checkpoint: Path, receptive_radius
     if state.get("averaged_from"):  # a weight average of several runs (trainer.checkpoint.average_generators)
         meta["averaged_from"] = json.dumps([{k: src.get(k) for k in ("sha256", "step", "weights")} | {
             "file": Path(src["path"]).as_posix()} for src in state["averaged_from"]], sort_keys=True)
-    if state.get("initialised_from"):  # a fine-tune (--init): its parent, and the parent's parent...
-        meta["initialised_from"] = json.dumps(state["initialised_from"], sort_keys=True)
+    for key in ("initialised_from", "distilled_from"):  # --init's parent (and its parent...); distill's teacher
+        if state.get(key):
+            meta[key] = json.dumps(state[key], sort_keys=True)
     if quality:
         meta["quality"] = json.dumps(quality, sort_keys=True)
     return meta

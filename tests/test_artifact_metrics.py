@@ -126,7 +126,8 @@ def test_chroma_loss_sees_colour_speckle_not_luminance_detail() -> None:
     assert noisy.grad is not None and noisy.grad.abs().sum() > 0
 
 
-def _train_tiny(tmp_path, **changes: float) -> list[dict[str, str]]:  # noqa: ANN001
+def _train_tiny(tmp_path, run: str = "run", resume: bool = False,  # noqa: ANN001
+                **changes: float | str) -> list[dict[str, str]]:
     """A tiny SPAN trained on two noisy window-grid scenes with pixel L1 plus ``changes``: the loss rows."""
     import csv
     import dataclasses
@@ -137,15 +138,15 @@ def _train_tiny(tmp_path, **changes: float) -> list[dict[str, str]]:  # noqa: AN
     from srgan.trainer.train import train
 
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
     for i in range(2):
         img = (np.clip(_scene(64, 64) + np.random.default_rng(i).normal(0, 0.05, (64, 64, 3)), 0, 1) * 255)
         Image.fromarray(img.astype(np.uint8)).save(data / f"s{i}.png")
     base = dict(arch="span", channels=8, blocks=2, bn=False, hr_patch=32, batch=2, steps=2, warmup_steps=0, pixel=1.0,
                 content=0.0, adv=0.0, workers=0, log_every=1, checkpoint_every=10, ema_decay=0.0)
     cfg = dataclasses.replace(TrainConfig(), **{**base, **changes})
-    train(cfg, [data], tmp_path / "run", device="cpu")
-    with open(tmp_path / "run" / "losses.csv", newline="") as fh:
+    train(cfg, [data], tmp_path / run, device="cpu", resume=resume)
+    with open(tmp_path / run / "losses.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -260,6 +261,37 @@ def test_edge_config_key_drives_the_phase2_term_and_the_card(tmp_path) -> None: 
 
     card = build_card(export_generator(tmp_path / "run" / "generator.pt", tmp_path / "edge.onnx").path)
     assert card["training"]["phase2_weights"]["edge"] == 5.0
+
+
+# ---------------------------------------------------------------- distillation (distill, teacher)
+
+def test_distill_holds_g_to_a_frozen_teacher_and_the_card_names_it(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    from srgan.export.model_card import build_card
+    from srgan.export.onnx_export import export_generator
+    from srgan.runtime.files import file_sha256
+    from srgan.trainer.checkpoint import CheckpointError
+    from srgan.trainer.config import ConfigError, TrainConfig, apply_overrides
+
+    with pytest.raises(ConfigError, match="teacher"):
+        apply_overrides(TrainConfig(), {"distill": "1"})
+    _train_tiny(tmp_path, run="teacher_run", steps=1)
+    teacher = export_generator(tmp_path / "teacher_run" / "generator.pt", tmp_path / "teacher.onnx").path
+    rows = _train_tiny(tmp_path, run="student", distill=2.0, teacher=str(teacher))
+    assert len(rows) == 2 and all(float(r["distill"]) > 0 for r in rows)
+    assert all(float(r["g_total"]) == pytest.approx(float(r["pixel"]) + 2.0 * float(r["distill"]), rel=1e-4)
+               for r in rows)
+    t = build_card(export_generator(tmp_path / "student" / "generator.pt", tmp_path / "student.onnx").path)["training"]
+    assert t["phase2_weights"]["distill"] == 2.0
+    assert t["distilled_from"]["sha256"] == file_sha256(teacher)
+    # a run keeps its teacher: resuming it with another one is refused
+    other = export_generator(tmp_path / "student" / "generator.pt", tmp_path / "other.onnx").path
+    with pytest.raises(CheckpointError, match="teacher"):
+        _train_tiny(tmp_path, run="student", steps=3, distill=2.0, teacher=str(other), resume=True)
+    # a teacher of another scale is refused before any step
+    _train_tiny(tmp_path, run="x2", steps=1, scale=2)
+    with pytest.raises(ConfigError, match="x2 model"):
+        _train_tiny(tmp_path, run="bad", distill=1.0, teacher=str(tmp_path / "x2" / "generator.pt"))
 
 
 def test_eval_scores_carry_both_checks() -> None:

@@ -70,6 +70,8 @@ class TrainConfig:
     chroma: float = 0.0                     # phase 2: fine-chroma (colour noise) weight (trainer.losses.chroma_loss)
     artifact: float = 0.0                   # phase 2: LDL artefact-map L1 (trainer.losses.artifact_loss; needs EMA)
     edge: float = 0.0                       # phase 2: edge-position term near HR edges (trainer.losses.edge_loss)
+    distill: float = 0.0                    # phase 2: L1 weight between G's output and the teacher's
+    teacher: str = ""                       # phase 2: the generator distilled from (.pt or our .onnx), for distill
     # bookkeeping
     ema_decay: float = 0.999                # 0 disables the EMA of G
     checkpoint_every: int = 500
@@ -90,8 +92,10 @@ class TrainConfig:
             (self.d_every >= 1, "d_every must be >= 1"),
             (self.disc_channels >= 1, "disc_channels must be >= 1"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-            (min(self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge) >= 0.0,
-             "lattice, lowfreq, chroma, artifact and edge must be >= 0"),
+            (min(self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge, self.distill) >= 0.0,
+             "lattice, lowfreq, chroma, artifact, edge and distill must be >= 0"),
+            (self.distill == 0.0 or bool(self.teacher),
+             "distill needs the model to distil from: --set teacher=models/NAME.onnx (or a .pt checkpoint)"),
             (self.artifact == 0.0 or self.ema_decay > 0.0, "artifact (LDL) compares G with its EMA: ema_decay > 0"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
         ]

@@ -45,6 +45,7 @@ from srgan.runtime.imageio import atomic_write
 from .checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    generator_from_checkpoint,
     generator_weights,
     lineage,
     load_checkpoint,
@@ -79,7 +80,7 @@ RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, GENERATOR_NAME, LOSSES_NAME)
 #: Everything a run writes into its folder (validation by trainer.run): what ``overwrite`` removes.
 RUN_OUTPUTS = (*RUN_FILES, "val.csv", "val", "results.zip")
 LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "artifact",
-               "edge", "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
+               "edge", "distill", "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -237,6 +238,8 @@ class _Setup:
     fmt: torch.memory_format
     degradation: Any = None    # on-the-fly LR model (trainer.degradations), None when LR is made once
     initialised_from: dict[str, Any] | None = None  # --init: the parent model (file, sha256, step, its own parent)
+    teacher: nn.Module | None = None                 # distill: the frozen generator G is also held to
+    distilled_from: dict[str, Any] | None = None     # its lineage (file, sha256, step, its own parent)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -308,6 +311,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
                                   "and start the rest fresh, add --set init_partial=true") from None
         log.info("generator initialised from %s (step %s)", init_from, init.get("step"))
         initialised_from = lineage(init_from, init)
+    teacher, distilled_from = _load_teacher(cfg, dev) if cfg.distill else (None, None)
     ema = copy.deepcopy(G).eval() if cfg.ema_decay > 0 else None
     if ema is not None:
         for p in ema.parameters():
@@ -333,7 +337,26 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
             Dt = nn.parallel.DistributedDataParallel(D, device_ids=ids)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return _Setup(cfg, dev, world, rank, amp_dtype, pairs, degradation_params, ep, warmup, steps, G, D, ema,
-                  content, content_info, opt_g, opt_d, scaler, Gt, Dt, fmt, degradation, initialised_from)
+                  content, content_info, opt_g, opt_d, scaler, Gt, Dt, fmt, degradation, initialised_from, teacher,
+                  distilled_from)
+
+
+def _load_teacher(cfg: TrainConfig, dev: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The frozen generator ``cfg.teacher`` (a .pt checkpoint or one of our ONNX exports, rebuilt and
+    proven against its graph) and its lineage; ConfigError if it is not an x``cfg.scale`` model."""
+    path = Path(cfg.teacher)
+    model, state = generator_from_checkpoint(path)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 8, 8))
+    if out.shape[-1] != 8 * cfg.scale:
+        raise ConfigError(f"teacher {path} is an x{out.shape[-1] // 8} model; this run trains x{cfg.scale}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    log.info("distilling from %s (%s, step %s), weight %g", path, state.get("arch"), state.get("step"), cfg.distill)
+    return model, lineage(path, state)
 
 
 def _resume(s: _Setup, ckpt_path: Path) -> int:
@@ -353,6 +376,9 @@ def _resume(s: _Setup, ckpt_path: Path) -> int:
         s.opt_d.load_state_dict(state["opt_d"])
     torch.set_rng_state(state["torch_rng"])
     s.initialised_from = state.get("initialised_from")
+    if s.distilled_from is not None and (state.get("distilled_from") or {}).get("sha256") != s.distilled_from["sha256"]:
+        raise CheckpointError(f"{ckpt_path}: the run distilled from {state.get('distilled_from')}, not from "
+                              f"{s.distilled_from}; a run keeps its teacher: start a new run with --init instead")
     start = int(state["step"])
     log.info("resumed %s at step %d", ckpt_path, start)
     if start >= s.steps:
@@ -456,6 +482,12 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
         edg = edge_loss(sr32, hr, cfg.scale)
         loss = loss + cfg.edge * edg
         terms["edge"] = edg.item()
+    if phase == 2 and cfg.distill and s.teacher is not None:
+        with torch.no_grad(), s.autocast():
+            target = s.teacher(lr)
+        dis = pixel_loss("l1", sr32, target.float().clamp(0, 1))  # the runtime clamps every output so
+        loss = loss + cfg.distill * dis
+        terms["distill"] = dis.item()
     if w_adv and s.D is not None and s.Dt is not None:
         for p in s.D.parameters():
             p.requires_grad_(False)
@@ -507,7 +539,7 @@ def _save(s: _Setup, out: Path, step: int) -> None:
         "g": g_state, "g_ema": e_state, "step": step, "phase": 1 if step <= s.warmup else 2,
         "warmup_steps": s.warmup, "config": _plain(dataclasses.asdict(s.cfg)), "content_loss": s.content_info,
         "train_images": len(s.pairs), "degradation_params": s.degradation_params,
-        "initialised_from": s.initialised_from,
+        "initialised_from": s.initialised_from, "distilled_from": s.distilled_from,
     }
     full = dict(common, opt_g=s.opt_g.state_dict(),
                 d=s.D.state_dict() if s.D is not None else None, d_hparams=s.D.hparams if s.D is not None else None,
