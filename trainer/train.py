@@ -460,32 +460,25 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
             con = s.content(sr, hr)
         loss = loss + w_con * con
         terms["content"] = con.item()
-    if w_lat:
-        lat = lattice_loss(sr32, hr, cfg.scale)
-        loss = loss + w_lat * lat
-        terms["lattice"] = lat.item()
-    if w_low:
-        low = lowfreq_loss(sr32, hr, cfg.scale)
-        loss = loss + w_low * low
-        terms["lowfreq"] = low.item()
-    if phase == 2 and cfg.chroma:
-        chr_ = chroma_loss(sr32, hr, cfg.scale)
-        loss = loss + cfg.chroma * chr_
-        terms["chroma"] = chr_.item()
-    if phase == 2 and cfg.artifact and s.ema is not None:
+    p2 = phase == 2
+    # the phase-2 terms of (SR, HR, scale) alone, by their LOSS_FIELDS name: (weight, loss function)
+    for name, (w, fn) in {"lattice": (w_lat, lattice_loss), "lowfreq": (w_low, lowfreq_loss),
+                          "chroma": (cfg.chroma if p2 else 0.0, chroma_loss),
+                          "edge": (cfg.edge if p2 else 0.0, edge_loss)}.items():
+        if w:
+            value = fn(sr32, hr, cfg.scale)
+            loss = loss + w * value
+            terms[name] = value.item()
+    if p2 and cfg.artifact and s.ema is not None:
         with torch.no_grad(), s.autocast():
             sr_ema = s.ema(lr)
         art = artifact_loss(sr32, sr_ema, hr)
         loss = loss + cfg.artifact * art
         terms["artifact"] = art.item()
-    if phase == 2 and cfg.edge:
-        edg = edge_loss(sr32, hr, cfg.scale)
-        loss = loss + cfg.edge * edg
-        terms["edge"] = edg.item()
-    if phase == 2 and cfg.distill and s.teacher is not None:
+    if p2 and cfg.distill and s.teacher is not None:
         with torch.no_grad(), s.autocast():
-            target = s.teacher(lr)
-        dis = pixel_loss("l1", sr32, target.float().clamp(0, 1))  # the runtime clamps every output so
+            target = s.teacher(lr).float().clamp(0, 1)  # clamped, as the runtime clamps every output
+        dis = pixel_loss("l1", sr32, target)
         loss = loss + cfg.distill * dis
         terms["distill"] = dis.item()
     if w_adv and s.D is not None and s.Dt is not None:
