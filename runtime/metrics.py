@@ -18,11 +18,11 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["psnr", "ssim", "lattice_ratio", "color_shift", "chroma_noise_ratio", "edge_wobble", "nan_mean", "to_y",
-           "to_units"]
+           "to_units", "Y_WEIGHTS"]
 
 Channel = Literal["y", "rgb"]
 
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
+Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
 
 
 def to_units(img: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def to_y(img: np.ndarray) -> np.ndarray:
     x = to_units(_channels(img))
     if x.shape[2] == 1:
         return x[:, :, 0]
-    return 16.0 + x @ _Y_WEIGHTS
+    return 16.0 + x @ Y_WEIGHTS
 
 
 def _prepare(a: np.ndarray, b: np.ndarray, border: int, channel: Channel) -> tuple[np.ndarray, np.ndarray]:

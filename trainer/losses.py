@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from srgan.runtime.metrics import Y_WEIGHTS
+
 __all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "artifact_map",
            "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
 
@@ -113,10 +115,6 @@ def artifact_loss(sr: torch.Tensor, sr_ema: torch.Tensor, hr: torch.Tensor) -> t
     return (m * (sr.float() - hr.float()).abs()).mean()
 
 
-# BT.601 Y row for RGB in [0, 1] (offset dropped): the luma runtime.metrics.edge_wobble measures edges on.
-_Y = (65.481 / 255, 128.553 / 255, 24.966 / 255)
-
-
 def edge_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int, *, min_step: float = 20.0 / 255) -> torch.Tensor:
     """Edge-position term: L1 between the signed vertical and horizontal Y steps of ``sr`` and ``hr``,
     counted only within ``scale`` pixels (across the edge) of a strong step of ``hr``.
@@ -130,7 +128,7 @@ def edge_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int, *, min_step: float
     the true one is penalised too. Elsewhere (texture, flat areas) it is zero and leaves the other
     losses alone. The mean is over all step positions of both axes, like a mean L1.
     """
-    w = sr.new_tensor(_Y).float().view(1, 3, 1, 1)
+    w = sr.new_tensor(Y_WEIGHTS).float().view(1, 3, 1, 1)  # the luma edge_wobble measures (offset dropped)
     ys, yh = (sr.float() * w).sum(dim=1, keepdim=True), (hr.float() * w).sum(dim=1, keepdim=True)
     total = sr.new_zeros((), dtype=torch.float32)
     for dim, k in ((2, (2 * scale + 1, 1)), (3, (1, 2 * scale + 1))):

@@ -346,10 +346,8 @@ def _load_teacher(cfg: TrainConfig, dev: torch.device) -> tuple[nn.Module, dict[
     proven against its graph) and its lineage; ConfigError if it is not an x``cfg.scale`` model."""
     path = Path(cfg.teacher)
     model, state = generator_from_checkpoint(path)
-    with torch.no_grad():
-        out = model(torch.zeros(1, 3, 8, 8))
-    if out.shape[-1] != 8 * cfg.scale:
-        raise ConfigError(f"teacher {path} is an x{out.shape[-1] // 8} model; this run trains x{cfg.scale}")
+    if state["hparams"].get("scale") != cfg.scale:
+        raise ConfigError(f"teacher {path} is an x{state['hparams'].get('scale')} model; this run trains x{cfg.scale}")
     for p in model.parameters():
         p.requires_grad_(False)
     model = model.to(dev)
