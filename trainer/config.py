@@ -62,6 +62,8 @@ class TrainConfig:
     content: float = 1.0
     adv: float = 1e-3
     pixel_loss: str = "l1"                  # l1 | mse
+    gt_usm: float = 0.0                     # pixel and content terms compare with an unsharp-masked HR of this
+                                            # amount (Real-ESRGAN's 0.5; trainer.losses.usm_sharpen); D sees the HR
     content_layer: str = "relu5_4"
     content_criterion: str = "mse"          # mse | l1
     content_feature_scale: float = 1.0      # features divided by this (paper: 12.75)
@@ -92,8 +94,8 @@ class TrainConfig:
             (self.d_every >= 1, "d_every must be >= 1"),
             (self.disc_channels >= 1, "disc_channels must be >= 1"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-            (min(self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge, self.distill) >= 0.0,
-             "lattice, lowfreq, chroma, artifact, edge and distill must be >= 0"),
+            (min(self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge, self.distill, self.gt_usm) >= 0.0,
+             "lattice, lowfreq, chroma, artifact, edge, distill and gt_usm must be >= 0"),
             (self.distill == 0.0 or bool(self.teacher),
              "distill needs the model to distil from: --set teacher=models/NAME.onnx (or a .pt checkpoint)"),
             (self.artifact == 0.0 or self.ema_decay > 0.0, "artifact (LDL) compares G with its EMA: ema_decay > 0"),

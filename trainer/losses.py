@@ -9,8 +9,8 @@ from torch.nn import functional as F
 
 from srgan.runtime.metrics import Y_WEIGHTS
 
-__all__ = ["pixel_loss", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass", "artifact_map",
-           "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
+__all__ = ["pixel_loss", "usm_sharpen", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass",
+           "artifact_map", "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,6 +22,39 @@ def pixel_loss(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     if kind == "mse":
         return F.mse_loss(sr, hr)
     raise ValueError(f"unknown pixel loss {kind!r}; choose l1 or mse")
+
+
+def usm_sharpen(hr: torch.Tensor, amount: float, *, size: int = 51, threshold: float = 10.0 / 255) -> torch.Tensor:
+    """Unsharp-masked copy of an (N, C, H, W) batch in [0, 1]: the sharpened GT of Real-ESRGAN
+    (Wang et al., ICCVW 2021), which its pixel and perceptual terms compare with so that the
+    model aims a little sharper than the HR (its discriminator still sees the plain HR).
+
+    As described there: a Gaussian blur of ``size`` x ``size`` taps (sigma from the size by
+    OpenCV's rule for sigma 0: 8.0 for 51); the residual ``hr - blur``; ``hr + amount *
+    residual``, clamped to [0, 1], is taken where ``|residual| > threshold``, with that mask
+    softened by the same blur so the sharpened and plain regions meet without a seam; the
+    rest stays ``hr``. One difference: edges are replicated (Real-ESRGAN reflects), so a patch
+    smaller than the kernel works. No gradient (a target).
+    """
+    if amount == 0:
+        return hr
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    x = torch.arange(size, dtype=torch.float32, device=hr.device) - (size - 1) / 2
+    g = torch.exp(-x * x / (2 * sigma * sigma))
+    g = g / g.sum()
+
+    def blur(img: torch.Tensor) -> torch.Tensor:
+        pad = size // 2
+        out = F.pad(img, (pad, pad, pad, pad), mode="replicate")
+        out = F.conv2d(out, g.view(1, 1, 1, size).expand(img.shape[1], 1, 1, size), groups=img.shape[1])
+        return F.conv2d(out, g.view(1, 1, size, 1).expand(img.shape[1], 1, size, 1), groups=img.shape[1])
+
+    with torch.no_grad():
+        img = hr.float()
+        residual = img - blur(img)
+        soft = blur((residual.abs() > threshold).float())
+        sharp = (img + amount * residual).clamp(0, 1)
+        return (soft * sharp + (1 - soft) * img).to(hr.dtype)
 
 
 def lowfreq_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -63,6 +63,7 @@ from .losses import (
     lattice_loss,
     lowfreq_loss,
     pixel_loss,
+    usm_sharpen,
 )
 from .models import build_discriminator, build_generator
 from .pretrained import load_vgg_features
@@ -449,13 +450,14 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
     w_lat, w_low = (cfg.lattice, cfg.lowfreq) if phase == 2 else (0.0, 0.0)
     sr32 = sr.float()
     loss = torch.zeros((), device=s.dev)
+    target = usm_sharpen(hr, cfg.gt_usm).contiguous(memory_format=s.fmt)  # hr itself when gt_usm is 0
     if w_pix:
-        pix = pixel_loss(cfg.pixel_loss, sr32, hr)
+        pix = pixel_loss(cfg.pixel_loss, sr32, target)
         loss = loss + w_pix * pix
         terms["pixel"] = pix.item()
     if w_con and s.content is not None:
         with s.autocast():
-            con = s.content(sr, hr)
+            con = s.content(sr, target)
         loss = loss + w_con * con
         terms["content"] = con.item()
     p2 = phase == 2
@@ -475,8 +477,8 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
         terms["artifact"] = art.item()
     if p2 and cfg.distill and s.teacher is not None:
         with torch.no_grad(), s.autocast():
-            target = s.teacher(lr).float().clamp(0, 1)  # clamped, as the runtime clamps every output
-        dis = pixel_loss("l1", sr32, target)
+            taught = s.teacher(lr).float().clamp(0, 1)  # clamped, as the runtime clamps every output
+        dis = pixel_loss("l1", sr32, taught)
         loss = loss + cfg.distill * dis
         terms["distill"] = dis.item()
     if w_adv and s.D is not None and s.Dt is not None:
