@@ -282,7 +282,9 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
     warmup = cfg.resolve_warmup(ep)
     steps = cfg.resolve_steps(ep)
     use_gan = cfg.uses_gan(warmup, steps)
-    needs_vgg = cfg.warmup_content > 0 and warmup > 0 or use_gan and cfg.content > 0
+    # the content loss is built wherever a phase weighs it, with or without a discriminator (adv=0 in phase 2 is
+    # the paper's SRResNet-VGG: pixel + content)
+    needs_vgg = cfg.warmup_content > 0 and warmup > 0 or steps > warmup and cfg.content > 0
 
     G = build_generator(cfg.arch, **cfg.model_kwargs()).to(dev)
     try:
