@@ -45,12 +45,13 @@ def main() -> None:
             crops.append(im[(h - SIZE) // 2:(h + SIZE) // 2, (w - SIZE) // 2:(w + SIZE) // 2])
     print(f"{len(crops)} crops of {SIZE} px from {', '.join(map(str, a.folders))}; {a.draws} draws each")
     models = {"REAL (training)": REAL, "REAL, no noise": without(REAL, noise=True, jpeg=False),
-              "REAL, no JPEG": without(REAL, noise=False, jpeg=True), "REAL, neither": without(REAL, noise=True, jpeg=True),
-              "BENCH (benchmark)": BENCH}
+              "REAL, no JPEG": without(REAL, noise=False, jpeg=True),
+              "REAL, neither": without(REAL, noise=True, jpeg=True), "BENCH (benchmark)": BENCH}
     for name, cfg in models.items():
         d = np.array([degrade(hr, cfg, np.random.default_rng(1000 * i + k))[0].astype(np.float64).mean(axis=(0, 1))
                       - hr.astype(np.float64).mean(axis=(0, 1)) for i, hr in enumerate(crops) for k in range(a.draws)])
-        print(f"{name:18s} mean R G B {' '.join(f'{v:+.2f}' for v in d.mean(0))}   sd {' '.join(f'{v:.2f}' for v in d.std(0))}")
+        mean, sd = " ".join(f"{v:+.2f}" for v in d.mean(0)), " ".join(f"{v:.2f}" for v in d.std(0))
+        print(f"{name:18s} mean R G B {mean}   sd {sd}")
 
 
 if __name__ == "__main__":
