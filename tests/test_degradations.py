@@ -292,12 +292,12 @@ def test_kernels_are_normalised_and_shaped():
 
 # ---- the fixed benchmark (benchmarks/make_degraded_bench.py) ------------------------------------------
 
-def _bench_module():
+def _bench_module(name: str = "make_degraded_bench"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "make_degraded_bench.py"
-    spec = importlib.util.spec_from_file_location("make_degraded_bench", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -378,3 +378,24 @@ def test_real_presets_train_three_steps_and_record_the_model(tmp_path):
         state = torch.load(tmp_path / run / GENERATOR_NAME, weights_only=True)
         assert state["degradation_params"] == want
     assert "adv_g" in second.last_losses
+
+
+def test_colour_bias_script_switches_steps_off_and_blur_resize_alone_keep_the_means() -> None:
+    """benchmarks/degradation_colour_bias.py: ``without`` zeroes exactly the noise / JPEG probabilities, and the
+    model without either (blur, resize, sinc) leaves a real photograph's channel means within half a level."""
+    mod = _bench_module("degradation_colour_bias")
+    neither = mod.without(REAL, noise=True, jpeg=True)
+    assert all(st.noise.prob == 0 and st.jpeg.prob == 0 for st in neither.stages) and neither.final_jpeg.prob == 0
+    assert [st.blur for st in neither.stages] == [st.blur for st in REAL.stages]
+    assert [st.resize for st in neither.stages] == [st.resize for st in REAL.stages]
+    only_jpeg_off = mod.without(REAL, noise=False, jpeg=True)
+    assert [st.noise for st in only_jpeg_off.stages] == [st.noise for st in REAL.stages]
+    src = sorted((data_dir() / "Photos").glob("*.jpg"))
+    if not src:
+        pytest.skip("../shared/data/Photos not present")
+    hr = np.asarray(Image.open(src[0]).convert("RGB"))[:256, :256]
+    for k in range(3):
+        lr, trace = degrade(hr, neither, np.random.default_rng(k))
+        assert not any(op["op"] in ("noise", "jpeg") for op in trace)
+        assert np.abs(lr.mean(axis=(0, 1)) - hr.mean(axis=(0, 1))).max() < 0.5
+
