@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["psnr", "ssim", "lattice_ratio", "color_shift", "chroma_noise_ratio", "edge_wobble", "nan_mean", "to_y",
-           "to_units", "Y_WEIGHTS"]
+           "to_units", "Y_WEIGHTS", "gaussian_taps"]
 
 Channel = Literal["y", "rgb"]
 
@@ -80,7 +80,8 @@ def psnr(a: np.ndarray, b: np.ndarray, *, border: int = 0, channel: Channel = "y
 
 
 @lru_cache(maxsize=4)
-def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+def gaussian_taps(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """``size`` taps of a normalised 1-D Gaussian of ``sigma``, centred (read-only; cached)."""
     r = np.arange(size) - (size - 1) / 2.0
     g = np.exp(-(r ** 2) / (2.0 * sigma ** 2))
     g = g / g.sum()
@@ -97,7 +98,7 @@ def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _ssim_plane(x: np.ndarray, y: np.ndarray) -> float:
-    g = _gaussian()
+    g = gaussian_taps()
     if min(x.shape) < g.size:
         raise ValueError(f"SSIM needs at least {g.size}x{g.size} pixels after the border crop, got {x.shape}")
     c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2

@@ -294,7 +294,6 @@ def test_distill_holds_g_to_a_frozen_teacher_and_the_card_names_it(tmp_path) -> 
         _train_tiny(tmp_path, run="bad", distill=1.0, teacher=str(tmp_path / "x2" / "generator.pt"))
 
 
-
 # ---------------------------------------------------------------- Real-ESRGAN's sharpened GT (gt_usm)
 
 def test_usm_sharpen_steepens_strong_edges_and_leaves_flat_and_faint_detail() -> None:

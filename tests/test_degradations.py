@@ -398,4 +398,3 @@ def test_colour_bias_script_switches_steps_off_and_blur_resize_alone_keep_the_me
         lr, trace = degrade(hr, neither, np.random.default_rng(k))
         assert not any(op["op"] in ("noise", "jpeg") for op in trace)
         assert np.abs(lr.mean(axis=(0, 1)) - hr.mean(axis=(0, 1))).max() < 0.5
-

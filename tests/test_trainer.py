@@ -334,7 +334,6 @@ def test_phase_switch_and_frozen_discriminator(tiny_data, tmp_path):
     assert all(r["lattice"] == "" for r in rows)  # lattice weight 0: no term
 
 
-
 def test_phase_2_without_a_discriminator_keeps_its_content_loss(tiny_data, tmp_path):
     """adv=0 in phase 2 is the paper's SRResNet-VGG (pixel + content): the VGG term is built and weighed,
     not silently dropped with the discriminator."""
@@ -346,6 +345,7 @@ def test_phase_2_without_a_discriminator_keeps_its_content_loss(tiny_data, tmp_p
     assert all(r["content"] > 0 and r["g_total"] == pytest.approx(r["pixel"] + r["content"], rel=1e-4)
                for r in seen[1:])
     assert load_checkpoint(tmp_path / "checkpoint.pt").get("d") is None
+
 
 def test_lattice_loss_sees_only_the_pixel_lattice():
     """The checkerboard penalty: a +-a pattern of period 2 costs a; a constant offset, or the same

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from srgan.runtime.metrics import Y_WEIGHTS
+from srgan.runtime.metrics import Y_WEIGHTS, gaussian_taps
 
 __all__ = ["pixel_loss", "usm_sharpen", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass",
            "artifact_map", "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
@@ -38,10 +38,7 @@ def usm_sharpen(hr: torch.Tensor, amount: float, *, size: int = 51, threshold: f
     """
     if amount == 0:
         return hr
-    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-    x = torch.arange(size, dtype=torch.float32, device=hr.device) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma))
-    g = g / g.sum()
+    g = hr.new_tensor(gaussian_taps(size, 0.3 * ((size - 1) * 0.5 - 1) + 0.8), dtype=torch.float32)
 
     def blur(img: torch.Tensor) -> torch.Tensor:
         pad = size // 2
