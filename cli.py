@@ -39,6 +39,7 @@ from srgan.runtime.defaults import (
 )
 from srgan.runtime.formats import FORMATS
 from srgan.runtime.registry import DEFAULT_MODEL, MODELS
+from srgan.trainer.config import LR_MODELS, PRESETS  # torch-free: the config module is dataclasses only
 
 if TYPE_CHECKING:
     from srgan.runtime.pipeline import BatchReport
@@ -519,21 +520,11 @@ def watch(
 # ---- training and evaluation (torch; installed with the `train` extra) ----------------------
 
 
-def _preset_names() -> list[str]:
-    from srgan.trainer.config import PRESETS  # torch-free: the config module is dataclasses only
-
-    return list(PRESETS)
+Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 
 
-Preset = enum.Enum("Preset", {name: name for name in _preset_names()}, type=str)  # type: ignore[misc]
-
-
-class Degradation(enum.StrEnum):
-    """How ``train`` makes LR from HR when no official LR exists (``TrainConfig.degradation``)."""
-
-    matlab = "matlab"
-    pil = "pil"
-    real = "real"
+#: How ``train`` makes LR from HR when no official LR exists (``TrainConfig.degradation``).
+Degradation = enum.Enum("Degradation", {name: name for name in LR_MODELS}, type=str)  # type: ignore[misc]
 
 
 RunOutOpt = Annotated[Path | None, typer.Option("--output", "-o", file_okay=False, show_default=False,
@@ -590,7 +581,9 @@ def train(
     degradation: Annotated[Degradation | None, typer.Option(
         "--degradation", help="how LR is made when no official LR exists: matlab (default, bicubic imresize) "
                               "or pil (Pillow bicubic); real = made per sample from HR crops by random blur, "
-                              "resize, noise and JPEG, twice (trainer/degradations.py; official LR files are ignored)",
+                              "resize, noise and JPEG, twice (trainer/degradations.py; official LR files are "
+                              "ignored); real-mean = real with each LR channel's mean kept at the HR's (no "
+                              "colour correction to learn)",
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="config override KEY=VALUE, repeatable "
                                                       "(e.g. --set lr_g=2e-4 --set blocks=8)")] = None,

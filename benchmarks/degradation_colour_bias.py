@@ -1,8 +1,9 @@
 """How much each degradation step moves an image's channel means (the colour bias a real-photo model learns to undo).
 
 For the centre 256-px crop of every ``--every``-th image in the given folders, four draws each of: the training
-model (``trainer.degradations.REAL``), the same without its noise steps, without its JPEG steps, without either, and
-the benchmark's model (``BENCH``). Printed: the mean and standard deviation over all draws of (LR channel mean - HR
+model (``trainer.degradations.REAL``), the same without its noise steps, without its JPEG steps, without either,
+``REAL_MEAN`` (``--degradation real-mean``: REAL with the LR's channel means kept at the HR's), and the benchmark's
+model (``BENCH``). Printed: the mean and standard deviation over all draws of (LR channel mean - HR
 channel mean), in 0-255 levels, R G B. A model trained on LR whose blue is on average brighter than its HR learns to
 darken blue, and does so on input that lacks that bias (benchmarks/TRAINING.md, fourteenth session).
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srgan.trainer.degradations import BENCH, REAL, DegradationConfig, degrade
+from srgan.trainer.degradations import BENCH, REAL, REAL_MEAN, DegradationConfig, degrade
 
 SIZE = 256
 
@@ -46,7 +47,8 @@ def main() -> None:
     print(f"{len(crops)} crops of {SIZE} px from {', '.join(map(str, a.folders))}; {a.draws} draws each")
     models = {"REAL (training)": REAL, "REAL, no noise": without(REAL, noise=True, jpeg=False),
               "REAL, no JPEG": without(REAL, noise=False, jpeg=True),
-              "REAL, neither": without(REAL, noise=True, jpeg=True), "BENCH (benchmark)": BENCH}
+              "REAL, neither": without(REAL, noise=True, jpeg=True), "REAL_MEAN": REAL_MEAN,
+              "BENCH (benchmark)": BENCH}
     for name, cfg in models.items():
         d = np.array([degrade(hr, cfg, np.random.default_rng(1000 * i + k))[0].astype(np.float64).mean(axis=(0, 1))
                       - hr.astype(np.float64).mean(axis=(0, 1)) for i, hr in enumerate(crops) for k in range(a.draws)])

@@ -12,12 +12,14 @@ import pytest
 from PIL import Image
 
 from srgan.runtime.paths import data_dir
-from srgan.trainer.config import ConfigError, apply_overrides, preset
+from srgan.trainer.config import ON_THE_FLY, ConfigError, apply_overrides, preset
 from srgan.trainer.data import DataError, ImagePair, PatchBatches, degradation_config
 from srgan.trainer.degradations import (
     BENCH,
+    DEGRADATIONS,
     KERNELS,
     REAL,
+    REAL_MEAN,
     BlurConfig,
     DegradationConfig,
     DegradationError,
@@ -121,6 +123,8 @@ def _check_op(op: dict, stage: StageConfig | None, cfg: DegradationConfig, hr_hw
     elif op["op"] == "jpeg":
         q = (stage.jpeg if stage is not None else cfg.final_jpeg).quality
         assert isinstance(op["quality"], int) and q[0] <= op["quality"] <= q[1]
+    elif op["op"] == "keep_means":
+        assert cfg.keep_means and op["stage"] == "final" and len(op["shift"]) == 3
     elif op["op"] == "sinc":
         assert cfg.final_sinc_sizes[0] <= op["size"] <= cfg.final_sinc_sizes[1] and op["size"] % 2 == 1
         assert _in(op["omega"], cfg.final_sinc_omega)
@@ -128,7 +132,7 @@ def _check_op(op: dict, stage: StageConfig | None, cfg: DegradationConfig, hr_hw
         raise AssertionError(f"unexpected op {op}")
 
 
-@pytest.mark.parametrize("cfg", [REAL, BENCH], ids=["real", "bench"])
+@pytest.mark.parametrize("cfg", [REAL, REAL_MEAN, BENCH], ids=["real", "real-mean", "bench"])
 def test_every_drawn_parameter_is_inside_its_range(cfg):
     hr = np.random.default_rng(0).integers(0, 256, (40, 44, 3), dtype=np.uint8)
     seen: Counter = Counter()
@@ -142,7 +146,8 @@ def test_every_drawn_parameter_is_inside_its_range(cfg):
             seen[(op["stage"], op["op"], op.get("kernel") or op.get("noise") or op.get("resize") or "")] += 1
             if op["op"] == "noise":
                 seen[(op["stage"], "gray", op["gray"])] += 1
-    if cfg is REAL:
+    assert (seen[("final", "keep_means", "")] == n) == cfg.keep_means
+    if cfg.stages == REAL.stages:
         # every kind of every operation shows up, in roughly the configured shares
         for kind in (*KERNELS, "sinc"):
             assert seen[("1", "blur", kind)] > 0, kind
@@ -176,13 +181,36 @@ def test_bad_configs_are_refused():
 
 def test_config_accepts_real_and_presets_use_it():
     assert apply_overrides(preset("psnr"), {"degradation": "real"}).degradation == "real"
-    with pytest.raises(ConfigError, match="matlab, pil or real"):
+    assert apply_overrides(preset("psnr"), {"degradation": "real-mean"}).degradation == "real-mean"
+    with pytest.raises(ConfigError, match="matlab, pil, real, real-mean"):
         apply_overrides(preset("psnr"), {"degradation": "jpeg"})
+    assert degradation_config("real-mean") is REAL_MEAN
+    assert all(DEGRADATIONS[name].name == name for name in ON_THE_FLY)  # every per-sample model is registered
     for name in ("real-psnr", "real"):
         cfg = preset(name)
         assert cfg.degradation == "real" and degradation_config(cfg.degradation) is REAL
     assert preset("real-psnr").adv == 0 and preset("real").adv > 0 and preset("real").warmup_steps == 0
     assert degradation_config("matlab") is None
+
+
+def test_real_mean_draws_what_real_draws_and_keeps_each_channel_mean(photo):
+    """REAL_MEAN's LR is REAL's (same seed: same blur, noise and JPEG) shifted per channel so that its means are
+    the HR's, within rounding and clipping; REAL's own means wander by more than a level on the same draws."""
+    worst_real, worst_kept = 0.0, 0.0
+    for seed in range(12):
+        hr = photo[(seed % 3) * 64:(seed % 3) * 64 + 128, (seed % 4) * 96:(seed % 4) * 96 + 128]
+        a, ta = degrade(hr, REAL, rng(5, seed))
+        b, tb = degrade(hr, REAL_MEAN, rng(5, seed))
+        assert tb[:-1] == ta and tb[-1]["op"] == "keep_means"
+        shift = np.asarray(tb[-1]["shift"])
+        ref = hr.astype(np.float64).mean(axis=(0, 1))
+        assert np.allclose(a.mean(axis=(0, 1)) - ref, shift, atol=0.6)  # the recorded shift is REAL's bias
+        moved = a.astype(np.float64) - shift
+        unclipped = (a > 0) & (a < 255) & (moved > 0.5) & (moved < 254.5)
+        assert np.abs(b[unclipped] - moved[unclipped]).max() < 1.5  # the same image, shifted (rounded twice)
+        worst_real = max(worst_real, float(np.abs(a.mean(axis=(0, 1)) - ref).max()))
+        worst_kept = max(worst_kept, float(np.abs(b.mean(axis=(0, 1)) - ref).max()))
+    assert worst_kept < 0.35 < 1.0 < worst_real, (worst_kept, worst_real)
 
 
 # ---- sizes and alignment ---------------------------------------------------------------------------

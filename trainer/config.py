@@ -14,11 +14,20 @@ from typing import Any
 from srgan.runtime.errors import SRGANError
 from srgan.runtime.imageio import atomic_write
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError", "load_config", "save_config"]
+__all__ = ["LR_MODELS", "ON_THE_FLY", "TrainConfig", "PRESETS", "preset", "apply_overrides", "ConfigError",
+           "load_config", "save_config"]
 
 
 class ConfigError(SRGANError):
     """Raised if a preset name, key or value is invalid."""
+
+
+#: The models of trainer.degradations.DEGRADATIONS the trainer draws per sample from HR crops (named here, not
+#: imported, to keep this module light for the CLI; a test checks each is registered there).
+ON_THE_FLY: tuple[str, ...] = ("real", "real-mean")
+#: How the trainer makes LR from HR: once per image (matlab: MATLAB-style bicubic imresize; pil: Pillow's
+#: bicubic), or per sample by one of ON_THE_FLY.
+LR_MODELS: tuple[str, ...] = ("matlab", "pil", *ON_THE_FLY)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class TrainConfig:
     batch: int = 16
     degradation: str = "matlab"             # matlab | pil (LR made once from HR when no official LR exists) |
                                             # real (per-sample blur/resize/noise/JPEG x2: trainer.degradations.REAL)
+                                            # | real-mean (the same, LR channel means kept at the HR's)
     workers: int = 2
     augment: bool = True                    # flips + 90-degree rotations
     init_partial: bool = False              # --init: load only the layers with the same name and shape (the
@@ -89,7 +99,7 @@ class TrainConfig:
             (self.batch >= 1 and self.steps >= 0, "batch >= 1 and steps >= 0"),
             (self.pixel_loss in ("l1", "mse"), "pixel_loss must be l1 or mse"),
             (self.content_criterion in ("l1", "mse"), "content_criterion must be l1 or mse"),
-            (self.degradation in ("matlab", "pil", "real"), "degradation must be matlab, pil or real"),
+            (self.degradation in LR_MODELS, f"degradation must be one of {', '.join(LR_MODELS)}"),
             (self.amp in ("auto", "off", "bf16", "fp16"), "amp must be auto, off, bf16 or fp16"),
             (self.d_every >= 1, "d_every must be >= 1"),
             (self.disc_channels >= 1, "disc_channels must be >= 1"),

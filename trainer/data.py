@@ -28,6 +28,7 @@ from srgan.runtime.datasets import discover, find_images
 from srgan.runtime.imageio import atomic_write
 from srgan.runtime.resize import imresize
 
+from .config import ON_THE_FLY
 from .degradations import DEGRADATIONS, DegradationConfig
 from .degradations import degrade as degrade_real
 
@@ -36,8 +37,6 @@ __all__ = ["ON_THE_FLY", "DataError", "ImagePair", "PatchBatches", "data_fingerp
 
 log = logging.getLogger(__name__)
 
-#: Degradations made per sample at training time from an HR crop (registry: trainer.degradations).
-ON_THE_FLY = ("real",)
 _DEGRADE_STREAM = 0x5EA1  # keeps the per-sample degradation draws apart from the crop/flip draws
 
 

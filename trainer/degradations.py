@@ -28,9 +28,15 @@ Where this differs from the papers (on purpose, or because of the tools):
 - The GT is not sharpened (Real-ESRGAN trains on an unsharp-masked HR); BSRGAN's
   random shuffle of the operations and its camera-ISP noise are not modelled.
 - A size never drops below :data:`MIN_SIDE` pixels in the intermediate resizes.
+- :data:`REAL_MEAN` (``keep_means``) is ours: the same draws, then each LR channel shifted so that its mean is the
+  HR's. The JPEG steps (4:2:0 chroma) and the clipped noise brighten REAL's blue by +0.54 levels on average (sd ~2
+  per image; ``benchmarks/degradation_colour_bias.py``), and a model trained on it learns to darken blue by a
+  guess from the content, a cast on every input (benchmarks/TRAINING.md). On REAL_MEAN's LR there is no colour
+  correction to learn.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
@@ -41,9 +47,9 @@ from PIL import Image
 from scipy import special
 from scipy.signal import fftconvolve
 
-__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "RESIZE_MODES", "BlurConfig", "DegradationConfig",
-           "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig", "StageConfig", "blur_kernel", "degrade",
-           "jpeg_roundtrip", "sinc_kernel"]
+__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "RESIZE_MODES", "BlurConfig",
+           "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig", "StageConfig",
+           "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
 KERNELS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES: dict[str, Image.Resampling] = {
@@ -172,7 +178,9 @@ class DegradationConfig:
     Final step: resize to exactly (H // scale, W // scale) with a mode from ``final_modes``
     (skipped when the size is already right), a sinc filter with ``final_sinc_prob``
     (size in ``final_sinc_sizes``, cut-off in ``final_sinc_omega``), and ``final_jpeg``;
-    JPEG first with ``final_jpeg_first_prob``.
+    JPEG first with ``final_jpeg_first_prob``. With ``keep_means`` each LR channel is then
+    shifted by its mean's difference from the HR's (its random numbers, for rounding, are drawn
+    after all the others: same seed, same blur / noise / JPEG as without it).
     """
 
     name: str
@@ -184,6 +192,7 @@ class DegradationConfig:
     final_sinc_omega: Range = (math.pi / 3, math.pi)
     final_jpeg: JpegConfig = field(default_factory=JpegConfig)
     final_jpeg_first_prob: float = 0.5
+    keep_means: bool = False
 
     def __post_init__(self) -> None:
         _check(self.scale in (2, 4, 8), "scale must be 2, 4 or 8")
@@ -226,8 +235,11 @@ BENCH = DegradationConfig(
     final_jpeg=JpegConfig(prob=0.0),
 )
 
-#: Named models: ``--degradation real`` in the trainer; ``bench`` for the benchmark maker.
-DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, BENCH)}
+#: REAL with each LR channel's mean set to the HR's (see the module docstring).
+REAL_MEAN = dataclasses.replace(REAL, name="real-mean", keep_means=True)
+
+#: Named models: ``--degradation real`` or ``real-mean`` in the trainer; ``bench`` for the benchmark maker.
+DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, BENCH)}
 
 
 # ---- kernels -----------------------------------------------------------------------------------
@@ -441,4 +453,23 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
         return x
 
     img = final_resize(final_jpeg(img)) if jpeg_first else final_jpeg(final_resize(img))
+    if cfg.keep_means:
+        return _keep_means(img, hr[:h, :w], rng, trace), trace
     return _to_uint8(img), trace
+
+
+def _keep_means(img: np.ndarray, hr: np.ndarray, rng: np.random.Generator, trace: list[dict[str, Any]]) -> np.ndarray:
+    """``img`` (float, [0, 1]) shifted per channel to ``hr``'s channel means, as uint8.
+
+    Shift and clip three times (what clipping took back is shifted again), then round stochastically
+    (floor(x + u), u uniform in [0, 1)): the LR is often already on the 8-bit grid (a last JPEG), where
+    rounding to nearest would undo any shift under half a level; stochastic rounding keeps the mean.
+    """
+    x = img.astype(np.float64) * 255.0
+    ref = hr.astype(np.float64).mean(axis=(0, 1))
+    total = np.zeros_like(ref)
+    for _ in range(3):
+        shift = np.clip(x, 0.0, 255.0).mean(axis=(0, 1)) - ref
+        x, total = np.clip(x - shift, 0.0, 255.0), total + shift
+    trace.append({"stage": "final", "op": "keep_means", "shift": [round(float(v), 3) for v in total]})
+    return np.minimum(np.floor(x + rng.random(x.shape)), 255.0).astype(np.uint8)
