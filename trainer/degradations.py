@@ -32,7 +32,8 @@ Where this differs from the papers (on purpose, or because of the tools):
   HR's. The JPEG steps (4:2:0 chroma) and the clipped noise brighten REAL's blue by +0.54 levels on average (sd ~2
   per image; ``benchmarks/degradation_colour_bias.py``), and a model trained on it learns to darken blue by a
   guess from the content, a cast on every input (benchmarks/TRAINING.md). On REAL_MEAN's LR there is no colour
-  correction to learn.
+  correction to learn; trained on it, the real recipe's blue cast on clean input shrank by a third to a half, not
+  to zero (TRAINING.md, fifteenth session).
 """
 from __future__ import annotations
 
