@@ -37,10 +37,9 @@ Where this differs from the papers (on purpose, or because of the tools):
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -237,7 +236,7 @@ BENCH = DegradationConfig(
 )
 
 #: REAL with each LR channel's mean set to the HR's (see the module docstring).
-REAL_MEAN = dataclasses.replace(REAL, name="real-mean", keep_means=True)
+REAL_MEAN = replace(REAL, name="real-mean", keep_means=True)
 
 #: Named models: ``--degradation real`` or ``real-mean`` in the trainer; ``bench`` for the benchmark maker.
 DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, BENCH)}
@@ -455,12 +454,14 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
 
     img = final_resize(final_jpeg(img)) if jpeg_first else final_jpeg(final_resize(img))
     if cfg.keep_means:
-        return _keep_means(img, hr[:h, :w], rng, trace), trace
+        lr, params = _keep_means(img, hr[:h, :w], rng)
+        trace.append({"stage": "final", "op": "keep_means", **params})
+        return lr, trace
     return _to_uint8(img), trace
 
 
-def _keep_means(img: np.ndarray, hr: np.ndarray, rng: np.random.Generator, trace: list[dict[str, Any]]) -> np.ndarray:
-    """``img`` (float, [0, 1]) shifted per channel to ``hr``'s channel means, as uint8.
+def _keep_means(img: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """``img`` (float, [0, 1]) shifted per channel to ``hr``'s channel means, as uint8, and the shift (levels).
 
     Shift and clip three times (what clipping took back is shifted again), then round stochastically
     (floor(x + u), u uniform in [0, 1)): the LR is often already on the 8-bit grid (a last JPEG), where
@@ -472,5 +473,5 @@ def _keep_means(img: np.ndarray, hr: np.ndarray, rng: np.random.Generator, trace
     for _ in range(3):
         shift = np.clip(x, 0.0, 255.0).mean(axis=(0, 1)) - ref
         x, total = np.clip(x - shift, 0.0, 255.0), total + shift
-    trace.append({"stage": "final", "op": "keep_means", "shift": [round(float(v), 3) for v in total]})
-    return np.minimum(np.floor(x + rng.random(x.shape)), 255.0).astype(np.uint8)
+    lr = np.minimum(np.floor(x + rng.random(x.shape)), 255.0).astype(np.uint8)
+    return lr, {"shift": [round(float(v), 3) for v in total]}
