@@ -583,7 +583,8 @@ def train(
                               "or pil (Pillow bicubic); real = made per sample from HR crops by random blur, "
                               "resize, noise and JPEG, twice (trainer/degradations.py; official LR files are "
                               "ignored); real-mean = real with each LR channel's mean kept at the HR's (no "
-                              "colour correction to learn)",
+                              "colour correction to learn); real-mix = real-mean with a fifth of the samples "
+                              "clean (MATLAB bicubic, as the academic LR)",
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="config override KEY=VALUE, repeatable "
                                                       "(e.g. --set lr_g=2e-4 --set blocks=8)")] = None,

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from srgan.runtime.paths import data_dir
+from srgan.runtime.resize import imresize
 from srgan.trainer.config import ON_THE_FLY, ConfigError, apply_overrides, preset
 from srgan.trainer.data import DataError, ImagePair, PatchBatches, degradation_config
 from srgan.trainer.degradations import (
@@ -20,6 +21,7 @@ from srgan.trainer.degradations import (
     KERNELS,
     REAL,
     REAL_MEAN,
+    REAL_MIX,
     BlurConfig,
     DegradationConfig,
     DegradationError,
@@ -123,6 +125,8 @@ def _check_op(op: dict, stage: StageConfig | None, cfg: DegradationConfig, hr_hw
     elif op["op"] == "jpeg":
         q = (stage.jpeg if stage is not None else cfg.final_jpeg).quality
         assert isinstance(op["quality"], int) and q[0] <= op["quality"] <= q[1]
+    elif op["op"] == "clean":
+        assert cfg.clean_prob > 0 and op == {"stage": "final", "op": "clean", "mode": "matlab-bicubic"}
     elif op["op"] == "keep_means":
         assert cfg.keep_means and op["stage"] == "final" and len(op["shift"]) == 3
     elif op["op"] == "sinc":
@@ -182,9 +186,10 @@ def test_bad_configs_are_refused():
 def test_config_accepts_real_and_presets_use_it():
     assert apply_overrides(preset("psnr"), {"degradation": "real"}).degradation == "real"
     assert apply_overrides(preset("psnr"), {"degradation": "real-mean"}).degradation == "real-mean"
-    with pytest.raises(ConfigError, match="matlab, pil, real, real-mean"):
+    assert apply_overrides(preset("psnr"), {"degradation": "real-mix"}).degradation == "real-mix"
+    with pytest.raises(ConfigError, match="matlab, pil, real, real-mean, real-mix"):
         apply_overrides(preset("psnr"), {"degradation": "jpeg"})
-    assert degradation_config("real-mean") is REAL_MEAN
+    assert degradation_config("real-mean") is REAL_MEAN and degradation_config("real-mix") is REAL_MIX
     assert all(DEGRADATIONS[name].name == name for name in ON_THE_FLY)  # every per-sample model is registered
     for name in ("real-psnr", "real"):
         cfg = preset(name)
@@ -211,6 +216,32 @@ def test_real_mean_draws_what_real_draws_and_keeps_each_channel_mean(photo):
         worst_real = max(worst_real, float(np.abs(a.mean(axis=(0, 1)) - ref).max()))
         worst_kept = max(worst_kept, float(np.abs(b.mean(axis=(0, 1)) - ref).max()))
     assert worst_kept < 0.35 < 1.0 < worst_real, (worst_kept, worst_real)
+
+
+def test_real_mix_gives_a_fifth_of_samples_the_clean_lr_and_the_rest_real_means_draws(photo):
+    """A REAL_MIX sample is either exactly the HR's MATLAB-bicubic shrink (the academic LR, byte for byte) or a
+    REAL_MEAN sample (same ops, parameters drawn from the same kinds of ranges, channel means kept), about a
+    fifth of them clean; a bad clean_prob is refused."""
+    hr = photo[:128, :96]
+    bicubic = imresize(hr, size=(32, 24))
+    clean = 0
+    n = 200
+    for seed in range(n):
+        lr, trace = degrade(hr, REAL_MIX, rng(9, seed))
+        assert lr.shape == (32, 24, 3) and lr.dtype == np.uint8
+        for op in trace:
+            _check_op(op, None if op["stage"] == "final" else REAL_MIX.stages[int(op["stage"]) - 1], REAL_MIX,
+                      hr.shape[:2])
+        if trace[0]["op"] == "clean":
+            clean += 1
+            assert len(trace) == 1 and np.array_equal(lr, bicubic)
+        else:
+            assert trace[-1]["op"] == "keep_means" and not np.array_equal(lr, bicubic)
+            assert np.abs(lr.mean(axis=(0, 1)) - hr.mean(axis=(0, 1))).max() < 0.5
+    assert 0.12 < clean / n < 0.28, clean  # clean_prob 0.2
+    assert all(t[0]["op"] != "clean" for t in (degrade(hr, REAL_MEAN, rng(9, s))[1] for s in range(40)))
+    with pytest.raises(DegradationError, match="clean_prob"):
+        dataclasses.replace(REAL_MIX, clean_prob=1.5)
 
 
 # ---- sizes and alignment ---------------------------------------------------------------------------

@@ -34,6 +34,10 @@ Where this differs from the papers (on purpose, or because of the tools):
   guess from the content, a cast on every input (benchmarks/TRAINING.md). On REAL_MEAN's LR there is no colour
   correction to learn; trained on it, the real recipe's blue cast on clean input shrank by a third to a half, not
   to zero (TRAINING.md, fifteenth session).
+- :data:`REAL_MIX` (``clean_prob``) is ours too: REAL_MEAN, but a share of the samples get the clean academic LR
+  instead (the HR's MATLAB-bicubic shrink, :func:`srgan.runtime.resize.imresize`, nothing else). A model that
+  only ever sees degraded LR restores blur, noise and colour that clean LR does not have (the real models' blue
+  cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling.
 """
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ from PIL import Image
 from scipy import special
 from scipy.signal import fftconvolve
 
-__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "RESIZE_MODES", "BlurConfig",
+from srgan.runtime.resize import imresize
+
+__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "RESIZE_MODES", "BlurConfig",
            "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig", "StageConfig",
            "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
@@ -180,7 +186,9 @@ class DegradationConfig:
     (size in ``final_sinc_sizes``, cut-off in ``final_sinc_omega``), and ``final_jpeg``;
     JPEG first with ``final_jpeg_first_prob``. With ``keep_means`` each LR channel is then
     shifted by its mean's difference from the HR's (its random numbers, for rounding, are drawn
-    after all the others: same seed, same blur / noise / JPEG as without it).
+    after all the others: same seed, same blur / noise / JPEG as without it). With ``clean_prob``
+    a sample is, instead, the HR's MATLAB-bicubic shrink and nothing else (its draw comes first, and
+    only when ``clean_prob`` > 0: models without a clean share draw as before).
     """
 
     name: str
@@ -193,9 +201,11 @@ class DegradationConfig:
     final_jpeg: JpegConfig = field(default_factory=JpegConfig)
     final_jpeg_first_prob: float = 0.5
     keep_means: bool = False
+    clean_prob: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.scale in (2, 4, 8), "scale must be 2, 4 or 8")
+        _check(0 <= self.clean_prob <= 1, "clean_prob must be in [0, 1]")
         _check(bool(self.final_modes) and all(m in RESIZE_MODES for m in self.final_modes),
                f"final modes must be among {sorted(RESIZE_MODES)}")
         _check(0 <= self.final_sinc_prob <= 1 and 0 <= self.final_jpeg_first_prob <= 1,
@@ -238,8 +248,12 @@ BENCH = DegradationConfig(
 #: REAL with each LR channel's mean set to the HR's (see the module docstring).
 REAL_MEAN = replace(REAL, name="real-mean", keep_means=True)
 
-#: Named models: ``--degradation real`` or ``real-mean`` in the trainer; ``bench`` for the benchmark maker.
-DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, BENCH)}
+#: REAL_MEAN with a fifth of the samples clean (the HR's MATLAB-bicubic shrink; see the module docstring).
+REAL_MIX = replace(REAL_MEAN, name="real-mix", clean_prob=0.2)
+
+#: Named models: ``--degradation real``, ``real-mean`` or ``real-mix`` in the trainer; ``bench`` for the
+#: benchmark maker.
+DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, REAL_MIX, BENCH)}
 
 
 # ---- kernels -----------------------------------------------------------------------------------
@@ -414,6 +428,8 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
         raise DegradationError(f"image {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {s}")
     img = hr[:h, :w].astype(np.float32) / 255.0
     target = (h // s, w // s)
+    if cfg.clean_prob > 0 and rng.random() < cfg.clean_prob:
+        return imresize(hr[:h, :w], size=target), [{"stage": "final", "op": "clean", "mode": "matlab-bicubic"}]
     trace: list[dict[str, Any]] = []
     for n, stage in enumerate(cfg.stages, start=1):
         tag = str(n)
