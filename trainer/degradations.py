@@ -53,9 +53,9 @@ from scipy.signal import fftconvolve
 
 from srgan.runtime.resize import imresize
 
-__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "RESIZE_MODES", "BlurConfig",
-           "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig", "StageConfig",
-           "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
+__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "RESIZE_MODES",
+           "BlurConfig", "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig",
+           "StageConfig", "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
 KERNELS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES: dict[str, Image.Resampling] = {
