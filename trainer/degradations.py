@@ -427,10 +427,10 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
     h, w = hr.shape[0] // s * s, hr.shape[1] // s * s
     if h == 0 or w == 0:
         raise DegradationError(f"image {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {s}")
-    img = hr[:h, :w].astype(np.float32) / 255.0
     target = (h // s, w // s)
     if cfg.clean_prob > 0 and rng.random() < cfg.clean_prob:
         return imresize(hr[:h, :w], size=target), [{"stage": "final", "op": "clean", "mode": "matlab-bicubic"}]
+    img = hr[:h, :w].astype(np.float32) / 255.0
     trace: list[dict[str, Any]] = []
     for n, stage in enumerate(cfg.stages, start=1):
         tag = str(n)
