@@ -144,7 +144,7 @@ def test_gpu_script_perceptual_phases_dry_run_on_cpu(phase: str, data: Path, sha
     assert rows and rows[-1]["set"] == "Set5"
     config = json.loads((tmp_path / "copy" / "config.json").read_text())
     assert config["_resolved"]["content_loss"]["source"].endswith("vgg16_int8.safetensors")
-    if phase == "gan":  # a clean-LR model beats bicubic on clean Set5; real_x4 does not (README), so no such line
+    if phase == "gan":  # a clean-LR model beats bicubic on clean Set5; a few degraded-LR steps need not
         assert float(rows[-1]["psnr_y"]) > float(rows[-1]["bicubic_psnr_y"])
     assert (config["arch"], config["degradation"]) == (("span-nearest", "matlab") if phase == "gan"
                                                        else ("srresnet", "real"))
