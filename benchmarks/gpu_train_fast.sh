@@ -10,9 +10,9 @@
 #               lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors (VGG-16 does not fit
 #               a device call in fp16; int8 with a scale per output channel, trainer.pretrained.quantize_int8,
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
-#   PHASE real: real_x4 (issue 16), its perceptual phase continued on the real degradations: --preset real
-#               --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR (5e-5), batch 16, the
-#               same int8 VGG; the LR is degraded per sample on the CPU workers (trainer.degradations), so
+#   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
+#               --degradation real-mix (a fifth of the samples clean), lattice 4000, lowfreq 100, --init
+#               models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers (trainer.degradations), so
 #               WORKERS matters more here. Set5 in val.csv is clean LR (a sanity line); choose on degraded
 #               Set5 here afterwards (benchmarks/make_degraded_bench.py, cli.py eval).
 #
@@ -42,8 +42,9 @@ case "$PHASE" in
   gan) phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
               --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000
               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
-  real) phase=(--preset real --init models/real_x4.onnx --set batch="${BATCH:-16}" --set lr_g="${LR:-5e-5}"
-               --set adv="${ADV:-0.02}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+  real) phase=(--preset real --degradation real-mix --init models/real_x4.onnx --set batch="${BATCH:-16}"
+               --set lr_g="${LR:-5e-5}" --set adv="${ADV:-0.02}" --set lattice=4000 --set lowfreq=100
+               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;
 esac
 [ "$PHASE" = psnr ] || [ -f "$SHARD/vgg16_int8.safetensors" ] || {  # the perceptual phases need the content loss
