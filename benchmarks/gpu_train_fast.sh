@@ -12,8 +12,9 @@
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
 #   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
 #               --degradation real-mix (a fifth of the samples clean), lattice 4000, lowfreq 100, --init
-#               models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers (trainer.degradations), so
-#               WORKERS matters more here. Set5 in val.csv is clean LR (a sanity line); choose on degraded
+#               models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR (5e-5), batch 16, the same int8
+#               VGG; the LR is degraded per sample on the CPU workers (trainer.degradations), so WORKERS
+#               matters more here. Set5 in val.csv is clean LR (a sanity line); choose on degraded
 #               Set5 here afterwards (benchmarks/make_degraded_bench.py, cli.py eval).
 #
 # A short probe (a throw-away run) measures steps/s first; the run then gets N = steps/s x SECONDS steps,
