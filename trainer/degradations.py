@@ -37,8 +37,8 @@ Where this differs from the papers (on purpose, or because of the tools):
 - :data:`REAL_MIX` (``clean_prob``) is ours too: REAL_MEAN, but a share of the samples get the clean academic LR
   instead (the HR's MATLAB-bicubic shrink, :func:`srgan.runtime.resize.imresize`, nothing else). A model that
   only ever sees degraded LR restores blur, noise and colour that clean LR does not have (the real models' blue
-  cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling. Continuing the
-  shipped real model on it cut that cast to a third with degraded input no worse (TRAINING.md, sixteenth session).
+  cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling. The shipped
+  ``real_x4`` is the first real model continued on it (TRAINING.md, sixteenth and seventeenth sessions).
 """
 from __future__ import annotations
 
