@@ -39,6 +39,12 @@ Where this differs from the papers (on purpose, or because of the tools):
   only ever sees degraded LR restores blur, noise and colour that clean LR does not have (the real models' blue
   cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling. The shipped
   ``real_x4`` is the first real model continued on it (TRAINING.md, sixteenth and seventeenth sessions).
+- :data:`REAL_ORDERS` (``mix_with``) is ours: REAL_MIX, but half of the degraded samples come from
+  :data:`FIRST_ORDER` instead, the classical model (blur -> shrink straight to the LR size -> noise -> JPEG, with
+  REAL's first-stage ranges; Real-ESRGAN's own first-order baseline). Real-ESRGAN argues for the second order with a
+  16.7 M-parameter network; a 1.5 M one trained only on it learns to remove more than most photographs have (one
+  camera blur, one shrink, one JPEG at the LR size) and flattens their texture (TRAINING.md, eighteenth session).
+  The degraded benchmark (:data:`BENCH`) is first-order too, with narrower ranges and its own draws.
 """
 from __future__ import annotations
 
@@ -54,7 +60,8 @@ from scipy.signal import fftconvolve
 
 from srgan.runtime.resize import imresize
 
-__all__ = ["BENCH", "DEGRADATIONS", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "RESIZE_MODES",
+__all__ = ["BENCH", "DEGRADATIONS", "FIRST_ORDER", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "REAL_ORDERS",
+           "RESIZE_MODES",
            "BlurConfig", "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig",
            "StageConfig", "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
@@ -189,7 +196,8 @@ class DegradationConfig:
     shifted by its mean's difference from the HR's (its random numbers, for rounding, are drawn
     after all the others: same seed, same blur / noise / JPEG as without it). With ``clean_prob``
     a sample is, instead, the HR's MATLAB-bicubic shrink and nothing else (its draw comes first, and
-    only when ``clean_prob`` > 0: models without a clean share draw as before).
+    only when ``clean_prob`` > 0: models without a clean share draw as before). With ``mix_prob`` a sample
+    that is not clean is drawn from the model ``mix_with`` instead (its draw comes next, only when ``mix_prob`` > 0).
     """
 
     name: str
@@ -203,10 +211,15 @@ class DegradationConfig:
     final_jpeg_first_prob: float = 0.5
     keep_means: bool = False
     clean_prob: float = 0.0
+    mix_with: DegradationConfig | None = None
+    mix_prob: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.scale in (2, 4, 8), "scale must be 2, 4 or 8")
         _check(0 <= self.clean_prob <= 1, "clean_prob must be in [0, 1]")
+        _check(0 <= self.mix_prob <= 1 and (self.mix_prob == 0 or self.mix_with is not None),
+               "mix_prob must be in [0, 1], and > 0 only with a mix_with model")
+        _check(self.mix_with is None or self.mix_with.scale == self.scale, "mix_with must have the same scale")
         _check(bool(self.final_modes) and all(m in RESIZE_MODES for m in self.final_modes),
                f"final modes must be among {sorted(RESIZE_MODES)}")
         _check(0 <= self.final_sinc_prob <= 1 and 0 <= self.final_jpeg_first_prob <= 1,
@@ -252,9 +265,22 @@ REAL_MEAN = replace(REAL, name="real-mean", keep_means=True)
 #: REAL_MEAN with a fifth of the samples clean (the HR's MATLAB-bicubic shrink; see the module docstring).
 REAL_MIX = replace(REAL_MEAN, name="real-mix", clean_prob=0.2)
 
-#: Named models: ``--degradation real``, ``real-mean`` or ``real-mix`` in the trainer; ``bench`` for the
-#: benchmark maker.
-DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, REAL_MIX, BENCH)}
+#: The classical first-order model with REAL's first-stage ranges: blur, a shrink straight to the LR size (random
+#: interpolation), noise, one JPEG; no sinc, no second stage; channel means kept as in REAL_MEAN.
+FIRST_ORDER = DegradationConfig(
+    name="first-order",
+    stages=(StageConfig(resize=ResizeConfig(probs=(0.0, 0.0, 1.0), relative_to="target")),),
+    final_sinc_prob=0.0,
+    final_jpeg=JpegConfig(prob=0.0),
+    keep_means=True,
+)
+
+#: REAL_MIX with half of the degraded samples first-order: 20 % clean, 40 % FIRST_ORDER, 40 % REAL_MEAN.
+REAL_ORDERS = replace(REAL_MIX, name="real-orders", mix_with=FIRST_ORDER, mix_prob=0.5)
+
+#: Named models: ``--degradation real``, ``real-mean``, ``real-mix`` or ``real-orders`` in the trainer (FIRST_ORDER
+#: is a part of the last); ``bench`` for the benchmark maker.
+DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, REAL_MIX, REAL_ORDERS, BENCH)}
 
 
 # ---- kernels -----------------------------------------------------------------------------------
@@ -430,6 +456,9 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
     target = (h // s, w // s)
     if cfg.clean_prob > 0 and rng.random() < cfg.clean_prob:
         return imresize(hr[:h, :w], size=target), [{"stage": "final", "op": "clean", "mode": "matlab-bicubic"}]
+    if cfg.mix_with is not None and cfg.mix_prob > 0 and rng.random() < cfg.mix_prob:
+        lr, trace = degrade(hr[:h, :w], cfg.mix_with, rng)
+        return lr, [{"stage": "mix", "op": "model", "name": cfg.mix_with.name}, *trace]
     img = hr[:h, :w].astype(np.float32) / 255.0
     trace: list[dict[str, Any]] = []
     for n, stage in enumerate(cfg.stages, start=1):
