@@ -18,10 +18,12 @@ from srgan.trainer.data import DataError, ImagePair, PatchBatches, degradation_c
 from srgan.trainer.degradations import (
     BENCH,
     DEGRADATIONS,
+    FIRST_ORDER,
     KERNELS,
     REAL,
     REAL_MEAN,
     REAL_MIX,
+    REAL_ORDERS,
     BlurConfig,
     DegradationConfig,
     DegradationError,
@@ -187,9 +189,11 @@ def test_config_accepts_real_and_presets_use_it():
     assert apply_overrides(preset("psnr"), {"degradation": "real"}).degradation == "real"
     assert apply_overrides(preset("psnr"), {"degradation": "real-mean"}).degradation == "real-mean"
     assert apply_overrides(preset("psnr"), {"degradation": "real-mix"}).degradation == "real-mix"
-    with pytest.raises(ConfigError, match="matlab, pil, real, real-mean, real-mix"):
+    assert apply_overrides(preset("psnr"), {"degradation": "real-orders"}).degradation == "real-orders"
+    with pytest.raises(ConfigError, match="matlab, pil, real, real-mean, real-mix, real-orders"):
         apply_overrides(preset("psnr"), {"degradation": "jpeg"})
     assert degradation_config("real-mean") is REAL_MEAN and degradation_config("real-mix") is REAL_MIX
+    assert degradation_config("real-orders") is REAL_ORDERS
     assert all(DEGRADATIONS[name].name == name for name in ON_THE_FLY)  # every per-sample model is registered
     for name in ("real-psnr", "real"):
         cfg = preset(name)
@@ -242,6 +246,49 @@ def test_real_mix_gives_a_fifth_of_samples_the_clean_lr_and_the_rest_real_means_
     assert all(t[0]["op"] != "clean" for t in (degrade(hr, REAL_MEAN, rng(9, s))[1] for s in range(40)))
     with pytest.raises(DegradationError, match="clean_prob"):
         dataclasses.replace(REAL_MIX, clean_prob=1.5)
+
+
+def test_real_orders_mixes_clean_first_order_and_second_order_samples(photo):
+    """A REAL_ORDERS sample is clean (about a fifth), first-order (about two fifths: one stage whose resize goes
+    straight to the LR size, noise, one JPEG, channel means kept; no sinc, no second stage, no final JPEG) or
+    REAL_MIX's second order (the rest); each op stays in its model's ranges, the same seed repeats byte for byte,
+    and a mix share without a model to mix in is refused."""
+    hr = photo[:128, :96]
+    kinds: Counter[str] = Counter()
+    n = 300
+    for seed in range(n):
+        lr, trace = degrade(hr, REAL_ORDERS, rng(11, seed))
+        again, trace2 = degrade(hr, REAL_ORDERS, rng(11, seed))
+        assert np.array_equal(lr, again) and trace == trace2
+        assert lr.shape == (32, 24, 3) and lr.dtype == np.uint8
+        if trace[0]["op"] == "model":
+            kinds["first"] += 1
+            assert trace[0] == {"stage": "mix", "op": "model", "name": "first-order"}
+            ops = trace[1:]
+            assert {op["stage"] for op in ops} <= {"1", "final"} and ops[-1]["op"] == "keep_means"
+            assert not any(op["op"] == "sinc" or (op["stage"] == "final" and op["op"] in ("jpeg", "resize"))
+                           for op in ops)
+            resize = next(op for op in ops if op["op"] == "resize")
+            assert resize["size"] == [32, 24] and resize["resize"] == "keep"  # straight to the LR size
+            assert sum(op["op"] == "jpeg" for op in ops) <= 1
+            for op in ops:
+                _check_op(op, None if op["stage"] == "final" else FIRST_ORDER.stages[0], FIRST_ORDER, hr.shape[:2])
+            assert np.abs(lr.mean(axis=(0, 1)) - hr.mean(axis=(0, 1))).max() < 0.5
+        elif trace[0]["op"] == "clean":
+            kinds["clean"] += 1
+        else:
+            kinds["second"] += 1
+            assert any(op["stage"] == "2" for op in trace)
+            for op in trace:
+                _check_op(op, None if op["stage"] == "final" else REAL_ORDERS.stages[int(op["stage"]) - 1],
+                          REAL_ORDERS, hr.shape[:2])
+    shares = {k: v / n for k, v in kinds.items()}
+    assert 0.12 < shares["clean"] < 0.28 and 0.3 < shares["first"] < 0.5 and 0.3 < shares["second"] < 0.5, kinds
+    assert all(t[0]["op"] != "model" for t in (degrade(hr, REAL_MIX, rng(11, s))[1] for s in range(40)))
+    with pytest.raises(DegradationError, match="mix_prob"):
+        dataclasses.replace(REAL_MIX, mix_prob=0.5)
+    with pytest.raises(DegradationError, match="same scale"):
+        dataclasses.replace(REAL_MIX, mix_with=dataclasses.replace(FIRST_ORDER, scale=2), mix_prob=0.5)
 
 
 # ---- sizes and alignment ---------------------------------------------------------------------------

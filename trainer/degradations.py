@@ -60,8 +60,8 @@ from scipy.signal import fftconvolve
 
 from srgan.runtime.resize import imresize
 
-__all__ = ["BENCH", "DEGRADATIONS", "FIRST_ORDER", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX", "REAL_ORDERS",
-           "RESIZE_MODES",
+__all__ = ["BENCH", "DEGRADATIONS", "FIRST_ORDER", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX",
+           "REAL_ORDERS", "RESIZE_MODES",
            "BlurConfig", "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig",
            "StageConfig", "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
@@ -457,8 +457,8 @@ def degrade(hr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
     if cfg.clean_prob > 0 and rng.random() < cfg.clean_prob:
         return imresize(hr[:h, :w], size=target), [{"stage": "final", "op": "clean", "mode": "matlab-bicubic"}]
     if cfg.mix_with is not None and cfg.mix_prob > 0 and rng.random() < cfg.mix_prob:
-        lr, trace = degrade(hr[:h, :w], cfg.mix_with, rng)
-        return lr, [{"stage": "mix", "op": "model", "name": cfg.mix_with.name}, *trace]
+        lr, mixed = degrade(hr[:h, :w], cfg.mix_with, rng)
+        return lr, [{"stage": "mix", "op": "model", "name": cfg.mix_with.name}, *mixed]
     img = hr[:h, :w].astype(np.float32) / 255.0
     trace: list[dict[str, Any]] = []
     for n, stage in enumerate(cfg.stages, start=1):
