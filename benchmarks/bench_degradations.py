@@ -1,6 +1,7 @@
 """Is training with ``--degradation real`` data-bound on this machine? Measures, in one process:
 
-1. degradations/s of :data:`srgan.trainer.degradations.REAL` for one HR patch of 96, 128 and 256 px
+1. degradations/s of each per-sample model (``--models``, default every one the trainer knows:
+   ``real``, ``real-mean``, ``real-mix``, ``real-orders``) for one HR patch of 96, 128 and 256 px
    (one thread, a real photograph, a new seed per call);
 2. the time to build one training batch (``PatchBatches[step]``, the data loader's unit of work) with
    ``real`` and with ``matlab`` (stored LR crops), for the two presets' shapes;
@@ -8,7 +9,8 @@
    interleaved (real, matlab, real, matlab), with the preset's data workers.
 
 Prints a Markdown report with machine details. Usage:
-    python benchmarks/bench_degradations.py [--steps 40] [--presets real-psnr,psnr] [--threads 0]
+    python benchmarks/bench_degradations.py [--steps 40] [--presets real-psnr,psnr] [--models real,...] [--threads 0]
+(``--presets ''`` measures the degradations only.)
 """
 from __future__ import annotations
 
@@ -24,17 +26,18 @@ from PIL import Image
 
 from srgan.runtime.bench import machine_info
 from srgan.runtime.paths import data_dir
-from srgan.trainer.config import apply_overrides, preset
+from srgan.trainer.config import ON_THE_FLY, apply_overrides, preset
 from srgan.trainer.data import PatchBatches, degradation_config, find_images, load_pairs
-from srgan.trainer.degradations import REAL, degrade
+from srgan.trainer.degradations import DEGRADATIONS, DegradationConfig, degrade
 from srgan.trainer.train import train
 
 
-def degradations_per_s(photo: np.ndarray, size: int, seconds: float = 4.0) -> float:
+def degradations_per_s(photo: np.ndarray, size: int, model: DegradationConfig, seconds: float = 4.0) -> float:
     hr = np.ascontiguousarray(photo[:size, :size])
+    degrade(hr, model, np.random.default_rng([size, -1]))  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        degrade(hr, REAL, np.random.default_rng([size, n]))
+        degrade(hr, model, np.random.default_rng([size, n]))
         n += 1
     return n / (time.perf_counter() - t0)
 
@@ -65,8 +68,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--presets", default="real-psnr,psnr")
+    ap.add_argument("--models", default=",".join(ON_THE_FLY), help="per-sample models, comma-separated")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    models = [DEGRADATIONS[m] for m in args.models.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     data = [data_dir() / "BSD200"]
@@ -75,13 +80,14 @@ def main() -> None:
     info = machine_info()
     print("## Degradation speed (`benchmarks/bench_degradations.py`)\n")
     print("Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + f"; torch threads {torch.get_num_threads()}\n")
-    print("| HR patch | degradations/s (1 thread) | ms each |\n|---|---|---|")
+    print("Degradations per second, one thread (ms each):\n")
+    print("| HR patch | " + " | ".join(f"`{m.name}`" for m in models) + " |\n|---|" + "---|" * len(models))
     for size in (96, 128, 256):
-        r = degradations_per_s(photo, size)
-        print(f"| {size} | {r:.1f} | {1000 / r:.1f} |")
+        rates = [degradations_per_s(photo, size, m) for m in models]
+        print(f"| {size} | " + " | ".join(f"{r:.1f} ({1000 / r:.1f})" for r in rates) + " |")
     print("\n| preset (arch, HR patch, batch) | batch build, real (ms) | batch build, matlab (ms) |"
           " train steps/s, real | train steps/s, matlab | real / matlab |\n|---|---|---|---|---|---|")
-    for name in args.presets.split(","):
+    for name in filter(None, args.presets.split(",")):
         cfg = preset(name)
         pairs_m = load_pairs(data, cfg.scale, "matlab", min_hr=cfg.hr_patch)
         pairs_r = load_pairs(data, cfg.scale, "real", min_hr=cfg.hr_patch)
