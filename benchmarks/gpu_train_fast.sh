@@ -14,8 +14,9 @@
 #               --degradation real-orders (a fifth of the samples clean, two fifths first-order), lattice
 #               4000, lowfreq 100, --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
 #               (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers
-#               (trainer.degradations), so WORKERS matters more here. Set5 in val.csv is clean LR (a sanity line); choose on degraded
-#               Set5 here afterwards (benchmarks/make_degraded_bench.py, cli.py eval).
+#               (trainer.degradations), so WORKERS matters more here. Set5 in val.csv is clean LR (a
+#               sanity line); choose on degraded Set5 here afterwards (benchmarks/make_degraded_bench.py,
+#               cli.py eval).
 #
 # A short probe (a throw-away run) measures steps/s first; the run then gets N = steps/s x SECONDS steps,
 # the learning rate halved at 40/60/75/85/93 % of them, so the schedule ends inside the budget. Set5
