@@ -38,13 +38,16 @@ Where this differs from the papers (on purpose, or because of the tools):
   instead (the HR's MATLAB-bicubic shrink, :func:`srgan.runtime.resize.imresize`, nothing else). A model that
   only ever sees degraded LR restores blur, noise and colour that clean LR does not have (the real models' blue
   cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling. The shipped
-  ``real_x4`` is the first real model continued on it (TRAINING.md, sixteenth and seventeenth sessions).
+  ``real_x4`` is the first real model continued on it (TRAINING.md, sixteenth and seventeenth sessions), then on
+  REAL_ORDERS (eighteenth).
 - :data:`REAL_ORDERS` (``mix_with``) is ours: REAL_MIX, but half of the degraded samples come from
   :data:`FIRST_ORDER` instead, the classical model (blur -> shrink straight to the LR size -> noise -> JPEG, with
   REAL's first-stage ranges; Real-ESRGAN's own first-order baseline). Real-ESRGAN argues for the second order with a
-  16.7 M-parameter network; a 1.5 M one trained only on it learns to remove more than most photographs have (one
-  camera blur, one shrink, one JPEG at the LR size) and flattens their texture (TRAINING.md, eighteenth session).
-  The degraded benchmark (:data:`BENCH`) is first-order too, with narrower ranges and its own draws.
+  16.7 M-parameter network; the reasoning here is that a 1.5 M one trained only on it learns to remove more than
+  most photographs carry (one camera blur, one shrink, one JPEG at the LR size) and flattens their texture. 1,200
+  steps on it moved degraded LPIPS where as many on REAL_MIX had not (TRAINING.md, eighteenth session; no control
+  at the same learning rate). The degraded benchmark (:data:`BENCH`) is first-order too, with narrower ranges and
+  its own draws.
 """
 from __future__ import annotations
 
@@ -197,7 +200,8 @@ class DegradationConfig:
     after all the others: same seed, same blur / noise / JPEG as without it). With ``clean_prob``
     a sample is, instead, the HR's MATLAB-bicubic shrink and nothing else (its draw comes first, and
     only when ``clean_prob`` > 0: models without a clean share draw as before). With ``mix_prob`` a sample
-    that is not clean is drawn from the model ``mix_with`` instead (its draw comes next, only when ``mix_prob`` > 0).
+    that is not clean is drawn from the model ``mix_with`` instead, by that model's own settings (its
+    ``keep_means``, its stages); its draw comes next, only when ``mix_prob`` > 0.
     """
 
     name: str
