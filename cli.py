@@ -585,7 +585,8 @@ def train(
                               "ignored); real-mean = real with each LR channel's mean kept at the HR's (no "
                               "colour correction to learn); real-mix = real-mean with a fifth of the samples "
                               "clean (MATLAB bicubic, as the academic LR); real-orders = real-mix with half "
-                              "the degraded samples first-order (blur, shrink, noise, one JPEG)",
+                              "the degraded samples first-order (blur, shrink, noise, one JPEG); real-first = the same "
+                              "with four fifths of them first-order",
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="config override KEY=VALUE, repeatable "
                                                       "(e.g. --set lr_g=2e-4 --set blocks=8)")] = None,

@@ -24,7 +24,7 @@ class ConfigError(SRGANError):
 
 #: The models of trainer.degradations.DEGRADATIONS the trainer draws per sample from HR crops (named here, not
 #: imported, to keep this module light for the CLI; a test checks each is registered there).
-ON_THE_FLY: tuple[str, ...] = ("real", "real-mean", "real-mix", "real-orders")
+ON_THE_FLY: tuple[str, ...] = ("real", "real-mean", "real-mix", "real-orders", "real-first")
 #: How the trainer makes LR from HR: once per image (matlab: MATLAB-style bicubic imresize; pil: Pillow's
 #: bicubic), or per sample by one of ON_THE_FLY.
 LR_MODELS: tuple[str, ...] = ("matlab", "pil", *ON_THE_FLY)
@@ -47,6 +47,7 @@ class TrainConfig:
                                             # | real-mean (the same, LR channel means kept at the HR's)
                                             # | real-mix (real-mean, a fifth of the samples clean bicubic)
                                             # | real-orders (real-mix, half the rest first-order)
+                                            # | real-first (real-mix, four fifths of the rest first-order)
     workers: int = 2
     augment: bool = True                    # flips + 90-degree rotations
     init_partial: bool = False              # --init: load only the layers with the same name and shape (the

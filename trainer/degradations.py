@@ -48,6 +48,8 @@ Where this differs from the papers (on purpose, or because of the tools):
   steps on it moved degraded LPIPS where as many on REAL_MIX had not (TRAINING.md, eighteenth session; no control
   at the same learning rate). The degraded benchmark (:data:`BENCH`) is first-order too, with narrower ranges and
   its own draws.
+- :data:`REAL_FIRST` is REAL_ORDERS with four fifths of the degraded samples first-order instead of half: the
+  same-rate comparison of the share (TRAINING.md, nineteenth session).
 """
 from __future__ import annotations
 
@@ -63,8 +65,8 @@ from scipy.signal import fftconvolve
 
 from srgan.runtime.resize import imresize
 
-__all__ = ["BENCH", "DEGRADATIONS", "FIRST_ORDER", "KERNELS", "MIN_SIDE", "REAL", "REAL_MEAN", "REAL_MIX",
-           "REAL_ORDERS", "RESIZE_MODES",
+__all__ = ["BENCH", "DEGRADATIONS", "FIRST_ORDER", "KERNELS", "MIN_SIDE", "REAL", "REAL_FIRST", "REAL_MEAN",
+           "REAL_MIX", "REAL_ORDERS", "RESIZE_MODES",
            "BlurConfig", "DegradationConfig", "DegradationError", "JpegConfig", "NoiseConfig", "ResizeConfig",
            "StageConfig", "blur_kernel", "degrade", "jpeg_roundtrip", "sinc_kernel"]
 
@@ -282,9 +284,13 @@ FIRST_ORDER = DegradationConfig(
 #: REAL_MIX with half of the degraded samples first-order: 20 % clean, 40 % FIRST_ORDER, 40 % REAL_MEAN.
 REAL_ORDERS = replace(REAL_MIX, name="real-orders", mix_with=FIRST_ORDER, mix_prob=0.5)
 
-#: Named models: ``--degradation real``, ``real-mean``, ``real-mix`` or ``real-orders`` in the trainer (FIRST_ORDER
-#: is a part of the last); ``bench`` for the benchmark maker.
-DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, REAL_MIX, REAL_ORDERS, BENCH)}
+#: REAL_ORDERS with four fifths of the degraded samples first-order: 20 % clean, 64 % FIRST_ORDER, 16 % REAL_MEAN.
+REAL_FIRST = replace(REAL_ORDERS, name="real-first", mix_prob=0.8)
+
+#: Named models: ``--degradation real``, ``real-mean``, ``real-mix``, ``real-orders`` or ``real-first`` in the
+#: trainer (FIRST_ORDER is a part of the last two); ``bench`` for the benchmark maker.
+DEGRADATIONS: dict[str, DegradationConfig] = {c.name: c for c in (REAL, REAL_MEAN, REAL_MIX, REAL_ORDERS, REAL_FIRST,
+                                                                  BENCH)}
 
 
 # ---- kernels -----------------------------------------------------------------------------------
