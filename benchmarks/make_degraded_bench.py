@@ -16,7 +16,12 @@ JPEG q 30-90), a different model from the second-order one training draws from, 
 own seed words (``[seed, 0xBE4C, crc32(set name), image index]``; training uses
 ``[seed, step, rank, sample, 0x5EA1]``). Same arguments -> byte-identical LR files.
 
-Usage: python benchmarks/make_degraded_bench.py [--out runs/bench_real] [--seed 2016] [--first N] [SET_DIR ...]
+``--model NAME`` makes the same layout with another model of ``trainer.degradations.DEGRADATIONS``
+(e.g. ``real-mean``, the second order training draws from, but with the benchmark's seed words): a
+check set for how a model does on input unlike the benchmark's, not the benchmark.
+
+Usage: python benchmarks/make_degraded_bench.py [--out runs/bench_real] [--seed 2016] [--first N] [--model bench]
+       [SET_DIR ...]
 then: python cli.py bench quality runs/bench_real/Set14 runs/bench_real/BSD100 -o runs/bench_real/results ...
 """
 from __future__ import annotations
@@ -36,7 +41,7 @@ from PIL import Image
 from srgan.runtime.datasets import DatasetError, discover
 from srgan.runtime.imageio import atomic_write, read_image
 from srgan.runtime.paths import data_dir
-from srgan.trainer.degradations import BENCH, DegradationConfig, degrade
+from srgan.trainer.degradations import BENCH, DEGRADATIONS, DegradationConfig, degrade
 
 BENCH_STREAM = 0xBE4C  # seed word that keeps benchmark draws apart from training's (0x5EA1)
 DEFAULT_SETS = ("Set14", "BSD100")
@@ -54,19 +59,23 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def _summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
-    """One flat row (manifest.tsv) from an image's trace."""
+    """One flat row (manifest.tsv) from an image's trace; ops after the first stage get their stage as a prefix
+    (``2_jpeg_quality``, ``final_sinc_omega``: check sets of a second-order model)."""
     row: dict[str, Any] = {}
     for op in trace:
-        if op["op"] == "blur":
-            row.update(kernel=op["kernel"], kernel_size=op["size"], sigma_x=round(op["sigma_x"], 4),
-                       sigma_y=round(op["sigma_y"], 4), theta=round(op["theta"], 4))
+        pre = "" if op["stage"] == "1" else f"{op['stage']}_"
+        if op["op"] in ("blur", "sinc"):
+            row.update({f"{pre}kernel": op.get("kernel", "sinc"), f"{pre}kernel_size": op["size"]})
+            row.update({f"{pre}{k}": round(op[k], 4) for k in ("sigma_x", "sigma_y", "theta", "beta", "omega")
+                        if k in op and not (k == "beta" and op[k] == 1.0)})
         elif op["op"] == "resize":
-            row["resize_mode"] = op["mode"]
+            row[f"{pre}resize_mode"] = op["mode"]
         elif op["op"] == "noise":
             level = op["sigma"] if op["noise"] == "gaussian" else op["scale"]
-            row.update(noise=op["noise"], noise_level=round(level, 4), noise_gray=op["gray"])
+            row.update({f"{pre}noise": op["noise"], f"{pre}noise_level": round(level, 4),
+                        f"{pre}noise_gray": op["gray"]})
         elif op["op"] == "jpeg":
-            row["jpeg_quality"] = op["quality"]
+            row[f"{pre}jpeg_quality"] = op["quality"]
     return row
 
 
@@ -119,15 +128,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2016)
     ap.add_argument("--first", type=int, default=None,
                     help="only the first N images of each set (a fixed subset, identical to the full set's files)")
+    ap.add_argument("--model", choices=sorted(DEGRADATIONS), default=BENCH.name,
+                    help=f"degradation model (default {BENCH.name}, the benchmark's; others make check sets)")
     args = ap.parse_args()
     sets = args.sets or [data_dir() / name for name in DEFAULT_SETS]
     for src in sets:
         if src.name == args.out.name or src.resolve() == args.out.resolve():
             raise SystemExit(f"error: {src} and --out {args.out} would collide; give another --out")
-        entries = make_set(src, args.out / src.name, seed=args.seed, first=args.first)
+        entries = make_set(src, args.out / src.name, DEGRADATIONS[args.model], seed=args.seed, first=args.first)
         q = [op["quality"] for e in entries for op in e["trace"] if op["op"] == "jpeg"]
-        print(f"{src.name}: {len(entries)} images -> {args.out / src.name} (JPEG q {min(q)}-{max(q)}, "
-              f"mean {np.mean(q):.1f})")
+        jpeg = f"JPEG q {min(q)}-{max(q)}, mean {np.mean(q):.1f}" if q else "no JPEG"
+        print(f"{src.name}: {len(entries)} images -> {args.out / src.name} ({args.model}; {jpeg})")
 
 
 if __name__ == "__main__":

@@ -449,6 +449,10 @@ def test_degraded_bench_is_fixed_and_readable_by_bench_quality(tmp_path):
     assert manifest["model"]["name"] == "bench" and len(manifest["images"]) == 2
     assert (tmp_path / "a" / "Set14" / "HR" / "comic.png").read_bytes() == (src / "HR" / "comic.png").read_bytes()
     assert (tmp_path / "a" / "Set14" / "manifest.tsv").read_text().count("\n") == 3
+    check = bench.make_set(mini, tmp_path / "d" / "Set14", DEGRADATIONS["real-mean"], seed=5)  # --model real-mean
+    assert json.loads((tmp_path / "d" / "Set14" / "manifest.json").read_text())["model"]["name"] == "real-mean"
+    assert all(any(op["stage"] == "2" for op in e["trace"]) for e in check)  # second order
+    assert [e["seed_words"] for e in check] == [e["seed_words"] for e in entries]
 
 
 # ---- the presets train (3-step smoke runs) --------------------------------------------------------------
