@@ -11,7 +11,7 @@
 #               a device call in fp16; int8 with a scale per output channel, trainer.pretrained.quantize_int8,
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
 #   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
-#               --degradation real-orders (a fifth of the samples clean, two fifths first-order), lattice
+#               --degradation real-first (a fifth of the samples clean, 64 % first-order), lattice
 #               4000, lowfreq 100, --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
 #               (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers
 #               (trainer.degradations), so WORKERS matters more here. Set5 in val.csv is clean LR (a
@@ -44,7 +44,7 @@ case "$PHASE" in
   gan) phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
               --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000
               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
-  real) phase=(--preset real --degradation real-orders --init models/real_x4.onnx --set batch="${BATCH:-16}"
+  real) phase=(--preset real --degradation real-first --init models/real_x4.onnx --set batch="${BATCH:-16}"
                --set lr_g="${LR:-5e-5}" --set adv="${ADV:-0.02}" --set lattice=4000 --set lowfreq=100
                --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;

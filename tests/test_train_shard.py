@@ -147,5 +147,5 @@ def test_gpu_script_perceptual_phases_dry_run_on_cpu(phase: str, data: Path, sha
     if phase == "gan":  # a clean-LR model beats bicubic on clean Set5; a few degraded-LR steps need not
         assert float(rows[-1]["psnr_y"]) > float(rows[-1]["bicubic_psnr_y"])
     assert (config["arch"], config["degradation"]) == (("span-nearest", "matlab") if phase == "gan"
-                                                       else ("srresnet", "real-orders"))
+                                                       else ("srresnet", "real-first"))
     assert (tmp_path / "copy" / "generator.pt").stat().st_size > 0
