@@ -64,7 +64,7 @@ def test_tiled_fix_equals_whole_image_on_a_real_model(shared: Path) -> None:
 
 
 def test_fix_takes_the_cast_of_the_real_model_away_on_set5(shared: Path) -> None:
-    """real_x4 (trained for degraded photos) shifts a channel mean of the Set5 butterfly by ~-1.4 levels (the first
+    """real_x4 (trained for degraded photos) shifts a channel mean of the Set5 butterfly by ~-1.3 levels (the first
     real model, before --degradation real-mix: ~-8; before real-orders: ~-2); with the fix the shift is under half a
     level, and PSNR-Y does not fall."""
     from srgan.runtime.session import load_model
