@@ -64,17 +64,18 @@ def test_tiled_fix_equals_whole_image_on_a_real_model(shared: Path) -> None:
 
 
 def test_fix_takes_the_cast_of_the_real_model_away_on_set5(shared: Path) -> None:
-    """real_x4 (trained for degraded photos) shifts a channel mean of the Set5 butterfly by ~-1.3 levels (the first
-    real model, before --degradation real-mix: ~-8; before real-orders: ~-2); with the fix the shift is under half a
-    level, and PSNR-Y does not fall."""
+    """real_x4 (trained for degraded photos) shifts a channel mean of the Set5 butterfly by ~-0.7 levels (the first
+    real model, before --degradation real-mix: ~-8; before real-orders: ~-2; before rfast: ~-1.3); the fix takes at
+    least three quarters of the shift away (measured: to ~-0.08), and PSNR-Y does not fall."""
     from srgan.runtime.session import load_model
 
     model = load_model(ROOT / "models" / "real_x4.onnx", device="cpu", threads=2, engine="onnxruntime")
     lr = read_image(shared / "data" / "Set5" / "LR_bicubic_x4" / "butterfly.png").pixels
     hr = read_image(shared / "data" / "Set5" / "HR" / "butterfly.png").pixels
     plain, fixed = upscale_image(lr, model, tile=0), upscale_image(lr, ColorFix(model), tile=0)
-    assert color_shift(plain, hr) < -1.0
-    assert abs(color_shift(fixed, hr)) < 0.5
+    shift = color_shift(plain, hr)
+    assert shift < -0.5
+    assert abs(color_shift(fixed, hr)) < abs(shift) / 4
     assert psnr(fixed, hr, border=4) >= psnr(plain, hr, border=4)
 
 
