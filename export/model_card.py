@@ -29,7 +29,8 @@ __all__ = ["PHASE2_KEYS", "card_paths", "build_card", "write_model_card", "recor
            "render_markdown"]
 
 #: The phase-2 loss weights and learning rate an export records from its run's config (those present).
-PHASE2_KEYS = ("pixel", "content", "gt_usm", "lattice", "lowfreq", "chroma", "artifact", "edge", "distill", "lr_g")
+PHASE2_KEYS = ("pixel", "content", "lpips", "gt_usm", "lattice", "lowfreq", "chroma", "artifact", "edge", "distill",
+               "lr_g")
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from srgan.trainer.pretrained import (
     INT8_SCALE,
     PretrainedWeightsError,
     load_lpips,
+    load_lpips_heads,
     load_vgg_features,
     quantize_int8,
     read_state_dict,
@@ -552,6 +553,37 @@ def test_multi_layer_content_loss_sums_weighted_pre_activation_taps(tmp_path):
     assert torch.allclose(loss(sr, hr), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="weight"):
         load_vgg_features("conv1_2:x", path)
+
+
+def test_lpips_vgg_term_matches_the_lpips_package_on_the_content_pass(tmp_path):
+    """The phase-2 LPIPS-VGG term (``--set lpips``) reads the content loss's own VGG-16 pass; it must equal the
+    lpips package's LPIPS(net="vgg") with the same trunk and heads, per batch mean, and keep the content term."""
+    import lpips
+    import torchvision
+    from safetensors.torch import save_file
+    torch.manual_seed(1)
+    vgg = torchvision.models.vgg16(weights=None).features
+    path = tmp_path / "vgg16.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in vgg.state_dict().items()}, str(path))
+    net, info = load_vgg_features("conv1_2:0.1,conv5_4:1", path)
+    plain, with_lpips = (ContentLoss(net, "l1", taps=info["taps"], lpips_heads=h)
+                         for h in (None, load_lpips_heads("vgg")))
+    ref = lpips.LPIPS(net="vgg", version="0.1", pretrained=True, pnet_rand=True, verbose=False).eval()
+    for i in range(1, 6):
+        for name, module in getattr(ref.net, f"slice{i}").named_children():
+            module.load_state_dict(vgg[int(name)].state_dict())
+    sr, hr = torch.rand(3, 3, 48, 48), torch.rand(3, 3, 48, 48)
+    content, lp = with_lpips.terms(sr, hr)
+    expected = ref(sr, hr, normalize=True).mean()
+    assert lp is not None and lp.item() > 0.01 and torch.allclose(lp, expected, rtol=1e-4)
+    assert torch.allclose(content, plain(sr, hr)) and plain.terms(sr, hr)[1] is None
+    assert with_lpips.terms(hr, hr)[1].item() == 0.0
+    x = sr.clone().requires_grad_(True)
+    with_lpips.terms(x, hr)[1].backward()
+    assert x.grad.abs().sum() > 0
+    short, short_info = load_vgg_features("conv3_4", path)  # the net ends at conv3_3: no conv4_3 / conv5_3 there
+    with pytest.raises(ValueError, match="through conv5_3"):
+        ContentLoss(short, taps=short_info["taps"], lpips_heads=load_lpips_heads("vgg"))
 
 
 def test_missing_weights_error_names_file_and_fix(tmp_path, monkeypatch):

@@ -80,6 +80,8 @@ class TrainConfig:
     content_layer: str = "relu5_4"
     content_criterion: str = "mse"          # mse | l1
     content_feature_scale: float = 1.0      # features divided by this (paper: 12.75)
+    lpips: float = 0.0                      # phase 2: LPIPS-VGG distance weight, on the content loss's VGG-16 pass
+                                            # (trainer.losses.ContentLoss.terms)
     lattice: float = 0.0                    # phase 2: checkerboard penalty weight (trainer.losses.lattice_loss)
     lowfreq: float = 0.0                    # phase 2: colour / LR-scale fidelity weight (trainer.losses.lowfreq_loss)
     chroma: float = 0.0                     # phase 2: fine-chroma (colour noise) weight (trainer.losses.chroma_loss)
@@ -107,8 +109,9 @@ class TrainConfig:
             (self.d_every >= 1, "d_every must be >= 1"),
             (self.disc_channels >= 1, "disc_channels must be >= 1"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-            (min(self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge, self.distill, self.gt_usm) >= 0.0,
-             "lattice, lowfreq, chroma, artifact, edge, distill and gt_usm must be >= 0"),
+            (min(self.lpips, self.lattice, self.lowfreq, self.chroma, self.artifact, self.edge, self.distill,
+                 self.gt_usm) >= 0.0,
+             "lpips, lattice, lowfreq, chroma, artifact, edge, distill and gt_usm must be >= 0"),
             (self.distill == 0.0 or bool(self.teacher),
              "distill needs the model to distil from: --set teacher=models/NAME.onnx (or a .pt checkpoint)"),
             (self.artifact == 0.0 or self.ema_decay > 0.0, "artifact (LDL) compares G with its EMA: ema_decay > 0"),

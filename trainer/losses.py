@@ -10,10 +10,15 @@ from torch.nn import functional as F
 from srgan.runtime.metrics import Y_WEIGHTS, gaussian_taps
 
 __all__ = ["pixel_loss", "usm_sharpen", "lowfreq_loss", "lattice_loss", "chroma_loss", "chroma_highpass",
-           "artifact_map", "artifact_loss", "edge_loss", "ContentLoss", "adversarial_g", "adversarial_d"]
+           "artifact_map", "artifact_loss", "edge_loss", "ContentLoss", "LPIPS_VGG16_TAPS", "adversarial_g",
+           "adversarial_d"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision VGG-16 ``features`` indices of conv1_2, conv2_2, conv3_3, conv4_3, conv5_3: LPIPS (Zhang et al., CVPR
+# 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric") reads the ReLUs after them. Its input
+# scaling ((2x - 1 - shift) / scale) is exactly the ImageNet normalisation above, so it shares the content loss's pass.
+LPIPS_VGG16_TAPS = (2, 7, 14, 21, 28)
 
 
 def pixel_loss(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -174,13 +179,18 @@ class ContentLoss(nn.Module):
     ``feature_scale`` divides the features first (SRGAN paper: 12.75). ``taps`` are
     (index in ``features``, weight) pairs whose distances are summed (Real-ESRGAN style
     multi-layer loss); the default is the last layer alone, weight 1.
+
+    With ``lpips_heads`` (LPIPS v0.1's five VGG linear heads, :func:`trainer.pretrained.load_lpips_heads`) the same
+    pass also gives the LPIPS-VGG distance (:meth:`terms`): at each :data:`LPIPS_VGG16_TAPS` ReLU, the channel vectors
+    unit-normalised, their squared difference weighed by the head, averaged over positions, summed over layers.
+    ``features`` must then be VGG-16's through conv5_3.
     """
 
     mean: torch.Tensor  # buffers, registered in __init__
     std: torch.Tensor
 
     def __init__(self, features: nn.Sequential, criterion: str = "mse", feature_scale: float = 1.0,
-                 taps: Sequence[Sequence[float]] | None = None):
+                 taps: Sequence[Sequence[float]] | None = None, lpips_heads: Sequence[torch.Tensor] | None = None):
         super().__init__()
         if criterion not in ("mse", "l1"):
             raise ValueError(f"unknown content criterion {criterion!r}; choose mse or l1")
@@ -188,25 +198,50 @@ class ContentLoss(nn.Module):
         self.taps = dict(sorted((int(i), float(w)) for i, w in (taps or [(len(features) - 1, 1.0)])))  # net order
         if not all(0 <= i < len(features) for i in self.taps):
             raise ValueError(f"content taps {sorted(self.taps)} outside the {len(features)}-layer feature net")
+        self.heads = nn.ParameterList()  # frozen; empty without LPIPS
+        if lpips_heads is not None:
+            widths = [features[i].out_channels if i < len(features) and isinstance(features[i], nn.Conv2d) else None
+                      for i in LPIPS_VGG16_TAPS]
+            if widths != [h.shape[1] for h in lpips_heads]:
+                raise ValueError(f"LPIPS-VGG needs VGG-16 features through conv5_3 (convs at {LPIPS_VGG16_TAPS}); "
+                                 f"this {len(features)}-layer net has widths {widths} there: use the VGG-16 trunk "
+                                 "(--vgg-weights) and a content layer reaching conv5_3")
+            self.heads.extend(nn.Parameter(h.detach().float().clone(), requires_grad=False) for h in lpips_heads)
+        self._wanted = sorted(set(self.taps) | (set(LPIPS_VGG16_TAPS) if lpips_heads is not None else set()))
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def _phi(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x, out = (x - self.mean) / self.std, []
+    def _phi(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        x, out = (x - self.mean) / self.std, {}
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in self.taps:
-                out.append(x / self.feature_scale)
-            if len(out) == len(self.taps):
+            if i in self._wanted:
+                out[i] = x
+            if len(out) == len(self._wanted):
                 break
         return out
 
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(content distance, LPIPS-VGG distance or None without heads), from one VGG pass of each image."""
         with torch.no_grad():
             targets = self._phi(hr)
+        feats = self._phi(sr)
         fn = F.mse_loss if self.criterion == "mse" else F.l1_loss
-        terms = [w * fn(p.float(), t.float()) for w, p, t in zip(self.taps.values(), self._phi(sr), targets)]
-        return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
+        content = torch.stack([w * fn(feats[i].float() / self.feature_scale, targets[i].float() / self.feature_scale)
+                               for i, w in self.taps.items()]).sum()
+        if not len(self.heads):
+            return content, None
+
+        def unit(f: torch.Tensor) -> torch.Tensor:
+            f = F.relu(f.float())
+            return f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+
+        lp = torch.stack([(h * (unit(feats[i]) - unit(targets[i])).pow(2)).sum(1).mean()
+                          for i, h in zip(LPIPS_VGG16_TAPS, self.heads)]).sum()
+        return content, lp
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.terms(sr, hr)[0]
 
 
 def adversarial_g(fake_logits: torch.Tensor) -> torch.Tensor:

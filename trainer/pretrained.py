@@ -18,7 +18,8 @@ from torch import nn
 from srgan.runtime.errors import SRGANError
 
 __all__ = ["PretrainedWeightsError", "read_state_dict", "quantize_int8", "INT8_SCALE", "vgg_layer_index",
-           "parse_layer_spec", "load_vgg_features", "load_alexnet_features", "load_lpips", "torchvision_cache_file"]
+           "parse_layer_spec", "load_vgg_features", "load_alexnet_features", "load_lpips", "load_lpips_heads",
+           "torchvision_cache_file"]
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,19 @@ def load_alexnet_features(weights: Path | None = None) -> tuple[nn.Sequential, s
         raise PretrainedWeightsError(f"AlexNet weights from {source} do not fit: missing {missing[:4]}, "
                                      f"unexpected {unexpected[:4]}")
     return net.eval(), source
+
+
+def load_lpips_heads(net: str = "vgg") -> list[torch.Tensor]:
+    """LPIPS v0.1's five linear heads for ``net`` (alex | vgg | squeeze), as bundled in the lpips package: one
+    (1, C, 1, 1) non-negative channel weighting per tapped layer, in tap order."""
+    import lpips
+
+    path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    if not path.is_file():
+        raise PretrainedWeightsError(f"{path}: no LPIPS v0.1 heads for {net!r} in the installed lpips package; "
+                                     "reinstall it (pip install lpips)")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return [sd[f"lin{i}.model.1.weight"].float() for i in range(sum(k.startswith("lin") for k in sd))]
 
 
 def load_lpips(weights: Path | None = None) -> tuple[nn.Module, str]:

@@ -66,7 +66,7 @@ from .losses import (
     usm_sharpen,
 )
 from .models import build_discriminator, build_generator
-from .pretrained import load_vgg_features
+from .pretrained import load_lpips_heads, load_vgg_features
 
 __all__ = ["RunResult", "RunError", "train", "dist_info", "resolve_device", "autocast_dtype", "check_out",
            "read_resolved", "CHECKPOINT_NAME", "GENERATOR_NAME", "CONFIG_NAME", "RUN_FILES", "RUN_OUTPUTS"]
@@ -80,8 +80,8 @@ LOSSES_NAME = "losses.csv"
 RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, GENERATOR_NAME, LOSSES_NAME)
 #: Everything a run writes into its folder (validation by trainer.run): what ``overwrite`` removes.
 RUN_OUTPUTS = (*RUN_FILES, "val.csv", "val", "results.zip")
-LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lattice", "lowfreq", "chroma", "artifact",
-               "edge", "distill", "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
+LOSS_FIELDS = ["step", "phase", "lr_g", "g_total", "pixel", "content", "lpips", "lattice", "lowfreq", "chroma",
+               "artifact", "edge", "distill", "adv_g", "d_loss", "d_real", "d_fake", "steps_per_s", "images_per_s"]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -229,7 +229,7 @@ class _Setup:
     G: nn.Module
     D: nn.Module | None
     ema: nn.Module | None
-    content: nn.Module | None
+    content: ContentLoss | None
     content_info: dict[str, Any] | None
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
@@ -284,7 +284,7 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
     use_gan = cfg.uses_gan(warmup, steps)
     # the content loss is built wherever a phase weighs it, with or without a discriminator (adv=0 in phase 2 is
     # the paper's SRResNet-VGG: pixel + content)
-    needs_vgg = cfg.warmup_content > 0 and warmup > 0 or steps > warmup and cfg.content > 0
+    needs_vgg = cfg.warmup_content > 0 and warmup > 0 or steps > warmup and (cfg.content > 0 or cfg.lpips > 0)
 
     G = build_generator(cfg.arch, **cfg.model_kwargs()).to(dev)
     try:
@@ -323,7 +323,12 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
     content_info = None
     if needs_vgg:
         feats, content_info = load_vgg_features(cfg.content_layer, vgg_weights, random_weights=random_vgg)
-        content = ContentLoss(feats, cfg.content_criterion, cfg.content_feature_scale, content_info["taps"]).to(dev)
+        heads = load_lpips_heads("vgg") if cfg.lpips > 0 and steps > warmup else None
+        try:
+            content = ContentLoss(feats, cfg.content_criterion, cfg.content_feature_scale, content_info["taps"],
+                                  heads).to(dev)
+        except ValueError as exc:
+            raise ConfigError(f"--set lpips={cfg.lpips:g}: {exc}") from None
         if cfg.channels_last:
             content = content.to(memory_format=torch.channels_last)
         log.info("content loss: %s %s from %s", content_info["arch"], content_info["layer"], content_info["source"])
@@ -457,11 +462,16 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
         pix = pixel_loss(cfg.pixel_loss, sr32, target)
         loss = loss + w_pix * pix
         terms["pixel"] = pix.item()
-    if w_con and s.content is not None:
+    w_lp = cfg.lpips if phase == 2 else 0.0
+    if (w_con or w_lp) and s.content is not None:
         with s.autocast():
-            con = s.content(sr, target)
-        loss = loss + w_con * con
-        terms["content"] = con.item()
+            con, lp = s.content.terms(sr, target)
+        if w_con:
+            loss = loss + w_con * con
+            terms["content"] = con.item()
+        if w_lp and lp is not None:
+            loss = loss + w_lp * lp
+            terms["lpips"] = lp.item()
     p2 = phase == 2
     # the phase-2 terms of (SR, HR, scale) alone, by their LOSS_FIELDS name: (weight, loss function)
     for name, (w, fn) in {"lattice": (w_lat, lattice_loss), "lowfreq": (w_low, lowfreq_loss),
