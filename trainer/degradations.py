@@ -39,7 +39,7 @@ Where this differs from the papers (on purpose, or because of the tools):
   only ever sees degraded LR restores blur, noise and colour that clean LR does not have (the real models' blue
   cast on clean input, TRAINING.md); the clean share shows it input that needs only upscaling. The shipped
   ``real_x4`` is the first real model continued on it (TRAINING.md, sixteenth and seventeenth sessions), then on
-  REAL_ORDERS (eighteenth) and REAL_FIRST (nineteenth and twentieth).
+  REAL_ORDERS (eighteenth) and REAL_FIRST (nineteenth to twenty-first; the last 1,300 steps with the LPIPS-VGG term).
 - :data:`REAL_ORDERS` (``mix_with``) is ours: REAL_MIX, but half of the degraded samples come from
   :data:`FIRST_ORDER` instead, the classical model (blur -> shrink straight to the LR size -> noise -> JPEG, with
   REAL's first-stage ranges; Real-ESRGAN's own first-order baseline). Real-ESRGAN argues for the second order with a
