@@ -221,15 +221,17 @@ class ContentLoss(nn.Module):
                 break
         return out
 
-    def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(content distance, LPIPS-VGG distance or None without heads), from one VGG pass of each image."""
+    def terms(self, sr: torch.Tensor, hr: torch.Tensor, *, lpips: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(content distance, LPIPS-VGG distance), from one VGG pass of each image; the second is None without
+        heads or with ``lpips=False`` (a phase that does not weigh it skips its arithmetic)."""
         with torch.no_grad():
             targets = self._phi(hr)
         feats = self._phi(sr)
         fn = F.mse_loss if self.criterion == "mse" else F.l1_loss
         content = torch.stack([w * fn(feats[i].float() / self.feature_scale, targets[i].float() / self.feature_scale)
                                for i, w in self.taps.items()]).sum()
-        if not len(self.heads):
+        if not (lpips and len(self.heads)):
             return content, None
 
         def unit(f: torch.Tensor) -> torch.Tensor:
@@ -241,7 +243,7 @@ class ContentLoss(nn.Module):
         return content, lp
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return self.terms(sr, hr)[0]
+        return self.terms(sr, hr, lpips=False)[0]
 
 
 def adversarial_g(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -327,8 +327,8 @@ def _setup(cfg: TrainConfig, data: list[Path], dev: torch.device, world: int, ra
         try:
             content = ContentLoss(feats, cfg.content_criterion, cfg.content_feature_scale, content_info["taps"],
                                   heads).to(dev)
-        except ValueError as exc:
-            raise ConfigError(f"--set lpips={cfg.lpips:g}: {exc}") from None
+        except ValueError as exc:  # its message names the fix (e.g. LPIPS-VGG without a VGG-16 trunk)
+            raise ConfigError(str(exc)) from None
         if cfg.channels_last:
             content = content.to(memory_format=torch.channels_last)
         log.info("content loss: %s %s from %s", content_info["arch"], content_info["layer"], content_info["source"])
@@ -465,7 +465,7 @@ def _step(s: _Setup, lr: torch.Tensor, hr: torch.Tensor, step: int) -> tuple[int
     w_lp = cfg.lpips if phase == 2 else 0.0
     if (w_con or w_lp) and s.content is not None:
         with s.autocast():
-            con, lp = s.content.terms(sr, target)
+            con, lp = s.content.terms(sr, target, lpips=bool(w_lp))
         if w_con:
             loss = loss + w_con * con
             terms["content"] = con.item()
