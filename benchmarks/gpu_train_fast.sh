@@ -12,7 +12,8 @@
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
 #   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
 #               --degradation real-first (a fifth of the samples clean, 64 % first-order), lattice
-#               4000, lowfreq 100, --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
+#               4000, lowfreq 100, the LPIPS-VGG term at LPIPS (20; its heads come from the lpips package,
+#               on the int8 trunk), --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
 #               (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers
 #               (trainer.degradations), so WORKERS matters more here. Set5 in val.csv is clean LR (a
 #               sanity line); choose on degraded Set5 here afterwards (benchmarks/make_degraded_bench.py,
@@ -24,7 +25,7 @@
 #
 # usage: benchmarks/gpu_train_fast.sh PHASE SHARD RUNS_DIR [SECONDS]
 #   SHARD holds train/ and val/Set5/ (and, for gan, vgg16_int8.safetensors); RUNS_DIR gets PHASE/, probe/, logs.
-#   env: PYTHON (python3), LR, BATCH, ADV (0.02), WORKERS (6), PROBE (300),
+#   env: PYTHON (python3), LR, BATCH, ADV (0.02), LPIPS (real: 20), WORKERS (6), PROBE (300),
 #   COPY_TO (a folder, e.g. $OUT: gets generator.pt, checkpoint.pt, config.json, losses.csv, val.csv and both
 #   logs, flat), EXTRA (more train options, last wins: a CPU dry run uses
 #   EXTRA="--set batch=2 --set hr_patch=64 --set workers=0 --set log_every=1 --threads 1", PROBE=6, SECONDS 8).
@@ -46,7 +47,7 @@ case "$PHASE" in
               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   real) phase=(--preset real --degradation real-first --init models/real_x4.onnx --set batch="${BATCH:-16}"
                --set lr_g="${LR:-5e-5}" --set adv="${ADV:-0.02}" --set lattice=4000 --set lowfreq=100
-               --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+               --set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;
 esac
 [ "$PHASE" = psnr ] || [ -f "$SHARD/vgg16_int8.safetensors" ] || {  # the perceptual phases need the content loss
