@@ -5,9 +5,9 @@
 #
 #   PHASE psnr: fast_psnr_x4 (SPAN), the L1 phase continued as a warm restart: --preset fast-psnr
 #               --init models/fast_psnr_x4.onnx (its EMA weights, a fresh Adam), lr LR (5e-4), batch 64.
-#   PHASE gan:  fast_x4 (span-nearest), the perceptual phase continued: --preset fast --init
-#               models/fast_x4.onnx, a fresh discriminator, adversarial weight ADV (0.02), lattice 2000,
-#               lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors (VGG-16 does not fit
+#   PHASE gan:  fast_x4 (span-nearest), the perceptual phase continued as it was last trained: --preset fast
+#               --init models/fast_x4.onnx, a fresh discriminator, adversarial weight ADV (0.02), lattice 2000,
+#               LDL's artefact term 300, the LPIPS-VGG term at LPIPS (20), lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors (VGG-16 does not fit
 #               a device call in fp16; int8 with a scale per output channel, trainer.pretrained.quantize_int8,
 #               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
 #   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
@@ -25,7 +25,7 @@
 #
 # usage: benchmarks/gpu_train_fast.sh PHASE SHARD RUNS_DIR [SECONDS]
 #   SHARD holds train/ and val/Set5/ (and, for gan, vgg16_int8.safetensors); RUNS_DIR gets PHASE/, probe/, logs.
-#   env: PYTHON (python3), LR, BATCH, ADV (0.02), LPIPS (real: 20), WORKERS (6), PROBE (300),
+#   env: PYTHON (python3), LR, BATCH, ADV (0.02), LPIPS (20), WORKERS (6), PROBE (300),
 #   COPY_TO (a folder, e.g. $OUT: gets generator.pt, checkpoint.pt, config.json, losses.csv, val.csv and both
 #   logs, flat), EXTRA (more train options, last wins: a CPU dry run uses
 #   EXTRA="--set batch=2 --set hr_patch=64 --set workers=0 --set log_every=1 --threads 1", PROBE=6, SECONDS 8).
@@ -43,8 +43,8 @@ PROBE=${PROBE:-300}
 case "$PHASE" in
   psnr) phase=(--preset fast-psnr --init models/fast_psnr_x4.onnx --set batch="${BATCH:-64}" --set lr_g="${LR:-5e-4}") ;;
   gan) phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
-              --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000
-              --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+              --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000 --set artifact=300
+              --set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
   real) phase=(--preset real --degradation real-first --init models/real_x4.onnx --set batch="${BATCH:-16}"
                --set lr_g="${LR:-5e-5}" --set adv="${ADV:-0.02}" --set lattice=4000 --set lowfreq=100
                --set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
