@@ -7,17 +7,19 @@
 #               --init models/fast_psnr_x4.onnx (its EMA weights, a fresh Adam), lr LR (5e-4), batch 64.
 #   PHASE gan:  fast_x4 (span-nearest), the perceptual phase continued as it was last trained: --preset fast
 #               --init models/fast_x4.onnx, a fresh discriminator, adversarial weight ADV (0.02), lattice 2000,
-#               LDL's artefact term 300, the LPIPS-VGG term at LPIPS (20), lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors (VGG-16 does not fit
-#               a device call in fp16; int8 with a scale per output channel, trainer.pretrained.quantize_int8,
-#               moves the content loss by 0.4 % on real crops; benchmarks/TRAINING.md, ninth session).
+#               LDL's artefact term 300, lr LR (1e-4), batch 16, content loss from SHARD/vgg16_int8.safetensors
+#               (VGG-16 does not fit a device call in fp16; int8 with a scale per output channel,
+#               trainer.pretrained.quantize_int8, moves the content loss by 0.4 % on real crops;
+#               benchmarks/TRAINING.md, ninth session).
 #   PHASE real: real_x4 (issue 16), its perceptual phase continued as it was last trained: --preset real
 #               --degradation real-first (a fifth of the samples clean, 64 % first-order), lattice
-#               4000, lowfreq 100, the LPIPS-VGG term at LPIPS (20; its heads come from the lpips package,
-#               on the int8 trunk), --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
+#               4000, lowfreq 100, --init models/real_x4.onnx, a fresh discriminator, ADV (0.02), lr LR
 #               (5e-5), batch 16, the same int8 VGG; the LR is degraded per sample on the CPU workers
 #               (trainer.degradations), so WORKERS matters more here. Set5 in val.csv is clean LR (a
 #               sanity line); choose on degraded Set5 here afterwards (benchmarks/make_degraded_bench.py,
 #               cli.py eval).
+#   Both perceptual phases add the LPIPS-VGG term at LPIPS (20), as both shipped models were last trained (its
+#   heads come from the lpips package, on the int8 trunk).
 #
 # A short probe (a throw-away run) measures steps/s first; the run then gets N = steps/s x SECONDS steps,
 # the learning rate halved at 40/60/75/85/93 % of them, so the schedule ends inside the budget. Set5
@@ -40,14 +42,15 @@ PHASE=$1; SHARD=$2; RUNS=$3; SECONDS_BUDGET=${4:-400}
 PY=${PYTHON:-python3}
 WORKERS=${WORKERS:-6}
 PROBE=${PROBE:-300}
+perceptual=(--set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors")
 case "$PHASE" in
   psnr) phase=(--preset fast-psnr --init models/fast_psnr_x4.onnx --set batch="${BATCH:-64}" --set lr_g="${LR:-5e-4}") ;;
   gan) phase=(--preset fast --set arch=span-nearest --init models/fast_x4.onnx --set batch="${BATCH:-16}"
               --set lr_g="${LR:-1e-4}" --set adv="${ADV:-0.02}" --set lattice=2000 --set artifact=300
-              --set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+              "${perceptual[@]}") ;;
   real) phase=(--preset real --degradation real-first --init models/real_x4.onnx --set batch="${BATCH:-16}"
                --set lr_g="${LR:-5e-5}" --set adv="${ADV:-0.02}" --set lattice=4000 --set lowfreq=100
-               --set lpips="${LPIPS:-20}" --vgg-weights "$SHARD/vgg16_int8.safetensors") ;;
+               "${perceptual[@]}") ;;
   *) echo "PHASE must be psnr, gan or real, not '$PHASE'" >&2; exit 2 ;;
 esac
 [ "$PHASE" = psnr ] || [ -f "$SHARD/vgg16_int8.safetensors" ] || {  # the perceptual phases need the content loss
